@@ -8,7 +8,12 @@ temporal modules that need context from other clips (see DESIGN.md section 3).
 Layouts: a video is (b, c, t, h, w). Inside the UNet, frames are folded into the batch, ((b t), c, h, w),
 frame index fastest; only the temporal layers unfold them.
 """
+import functools
+import gzip
+import html
 import math
+import os
+import re
 
 import torch
 import torch.nn as nn
@@ -22,7 +27,8 @@ class GroupNorm32(nn.GroupNorm):
     """ResBlock / output norms: statistics in float32 whatever the activation dtype, as the original."""
 
     def forward(self, x):
-        return super().forward(x.float()).type(x.dtype)
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        return F.group_norm(x.to(dtype), self.num_groups, self.weight.to(dtype), self.bias.to(dtype), self.eps).to(x.dtype)
 
 
 def timestep_embedding(timesteps, dim, max_period=10000):
@@ -290,11 +296,12 @@ class UNet(nn.Module):
         b, _, t, _, _ = x.shape
         if isinstance(fps, int):
             fps = torch.full_like(timesteps, fps)
-        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
-        emb = emb + self.fps_embedding(timestep_embedding(fps, self.model_channels))
+        dtype = self.time_embed[0].weight.dtype  # the sinusoids are float32; the model may run in bf16/fp16
+        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(dtype))
+        emb = emb + self.fps_embedding(timestep_embedding(fps, self.model_channels).to(dtype))
         # every frame gets its video's embedding and text
-        emb, context = emb.repeat_interleave(t, dim=0), context.repeat_interleave(t, dim=0)
-        h, skips = fold(x).to(emb.dtype), []
+        emb, context = emb.repeat_interleave(t, dim=0), context.to(dtype).repeat_interleave(t, dim=0)
+        h, skips = fold(x).to(dtype), []
         for i, block in enumerate(self.input_blocks):
             h = block(h, emb, context, b)
             if i == 0:  # init_attn sits between the first conv and the first ResBlock, and its output is the skip
@@ -304,3 +311,311 @@ class UNet(nn.Module):
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb, context, b)
         return unfold(self.out(h), b).to(x.dtype)
+
+# ----------------------------------------------------------------------------
+# CLIP tokenizer (open_clip 2.22.0 SimpleTokenizer + open_clip.tokenize)
+
+
+def _bytes_to_unicode():
+    # printable latin-1 bytes map to themselves, the other 68 bytes to U+0100...; the insertion
+    # order of this dict is also the order of the first 256 vocab entries
+    bs = list(range(ord('!'), ord('~') + 1)) + list(range(ord('¡'), ord('¬') + 1)) + list(range(ord('®'), ord('ÿ') + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+# stdlib stand-in for ftfy.fix_text (6.3.1, default config), applied per line and repeated to a fixed point
+# like ftfy. Covered: its HTML-entity pass (off from the first line with a '<'), UTF-8 mojibake read as
+# latin-1/cp1252, C1 controls read as cp1252, terminal escapes, Latin ligatures, full-width ASCII, curly
+# quotes, control characters. NOT covered: NFC normalisation (needs unicodedata: "e\u0301" stays 2 chars),
+# half-width katakana/hangul and U+FFE0-FFEE width forms, upper-case entity variants (&EACUTE;), ftfy's
+# "badness" heuristic (approximated by the run rule below), the other codecs it tries (cp1250/1251/1254,
+# macroman, cp437), restore_byte_a0, lossy-sequence/CESU-8/surrogate repair, line-break normalisation
+# (harmless: whitespace is collapsed later).
+_SLOPPY = {chr(b): b for b in range(0x80, 0x100)}  # char -> byte under latin-1 and "sloppy" windows-1252
+_SLOPPY.update({bytes([b]).decode('cp1252', 'ignore'): b for b in range(0x80, 0xA0)})
+_SLOPPY.pop('')
+_CONT = '[' + ''.join(c for c, b in _SLOPPY.items() if b < 0xC0) + ']'  # UTF-8 continuation bytes
+_RUN = f'[\xc2-\xdf]{_CONT}|[\xe0-\xef]{_CONT}{{2}}|[\xf0-\xf4]{_CONT}{{3}}'  # one UTF-8 char, bytes read as cp1252
+# a lone 2-char run is only trusted after Â/Ã (U+0080-00FF: é, ü, °, ...); "Straße…" or "CAFÉ–BAR" stay intact
+_MOJIBAKE = re.compile(f'(?:{_RUN}){{2,}}|[ÂÃ]{_CONT}|[\xe0-\xef]{_CONT}{{2}}|[\xf0-\xf4]{_CONT}{{3}}')
+_ANSI = re.compile(r'\x1b\[((?:\d|;)*)([a-zA-Z])')
+_FIX_TABLE = {
+    **{ord(a): b for a, b in zip('ĲĳŉǱǲǳǄǅǆǇǈǉǊǋǌﬀﬁﬂﬃﬄﬅﬆ', 'IJ ij ʼn DZ Dz dz DŽ Dž dž LJ Lj lj NJ Nj nj ff fi fl ffi ffl ſt st'.split())},
+    **{i: chr(i - 0xFEE0) for i in range(0xFF01, 0xFF5F)}, 0x3000: ' ',  # full-width ASCII, ideographic space
+    **{i: "'" for i in [0x02BC, *range(0x2018, 0x201C)]}, **{i: '"' for i in range(0x201C, 0x2020)},  # uncurl
+    **{i: None for i in [*range(0x09), 0x0B, *range(0x0E, 0x20), 0x7F, *range(0x206A, 0x2070), 0xFEFF,
+                         *range(0xFFF9, 0xFFFD), *range(0x1D173, 0x1D17B), *range(0xE0000, 0xE0080)]},
+}
+
+
+def _unmojibake(m):
+    try:
+        return bytes(_SLOPPY[c] for c in m[0]).decode('utf-8')
+    except UnicodeDecodeError:
+        return m[0]
+
+
+def _fix_text(text):
+    out, unescape = [], True
+    for line in re.split('(?<=\n)', text):  # ftfy works per line; a '<' disables unescaping from then on
+        unescape = unescape and '<' not in line
+        while True:
+            orig = line
+            if unescape:  # ftfy only knows entities that end in ';'
+                line = re.sub(r'&#?[0-9A-Za-z]{1,24};', lambda m: html.unescape(m[0]), line)
+            line = _MOJIBAKE.sub(_unmojibake, line)
+            line = re.sub('[\x80-\x9f]', lambda m: bytes([ord(m[0])]).decode('cp1252', 'ignore') or m[0], line)
+            line = _ANSI.sub('', line).translate(_FIX_TABLE)
+            if line == orig:
+                break
+        out.append(line)
+    return ''.join(out)
+
+
+# The original pattern (`regex` module) is  <start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
+# Python's \w is L + anything with a numeric value + '_', and \d is Nd, so \p{N} = \d + _NUMERIC (Nl, No).
+_NUMERIC = ''.join(c for c in map(chr, range(0x110000)) if c.isnumeric() and not c.isdecimal() and not c.isalpha())
+# The original's IGNORECASE also bends the classes: U+0345 (a mark that case-folds to iota) matches no
+# branch there and is silently dropped, so it is excluded here and IGNORECASE is scoped to the literals.
+# (\s differs only on U+001C-001F, which the cleaning removes.)
+_PAT = re.compile(r"(?i:<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d)|"
+                  rf"[^\W\d_{_NUMERIC}]+|[\d{_NUMERIC}]|(?:[^\w\s\u0345]|_)+")
+
+
+class Tokenizer:
+    def __init__(self, bpe_path=None):
+        bpe_path = bpe_path or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'bpe_simple_vocab_16e6.txt.gz')
+        with gzip.open(bpe_path) as f:  # line 0 is a header; CLIP keeps only 49152-256-2 merges
+            merges = [tuple(m.split()) for m in f.read().decode('utf-8').split('\n')[1:49152 - 256 - 2 + 1]]
+        self.byte_encoder = _bytes_to_unicode()
+        vocab = list(self.byte_encoder.values())
+        vocab += [v + '</w>' for v in vocab] + [''.join(m) for m in merges] + ['<start_of_text>', '<end_of_text>']
+        self.encoder = {tok: i for i, tok in enumerate(vocab)}
+        self.ranks = {m: i for i, m in enumerate(merges)}
+        self.sot, self.eot = self.encoder['<start_of_text>'], self.encoder['<end_of_text>']
+        self.bpe = functools.lru_cache(maxsize=None)(self._bpe)
+
+    def _bpe(self, token):  # token: byte-level unicode string -> tuple of ids
+        word = list(token[:-1]) + [token[-1] + '</w>']
+        while len(word) > 1:
+            best = min(zip(word, word[1:]), key=lambda p: self.ranks.get(p, float('inf')))
+            if best not in self.ranks:
+                break
+            i = 0
+            while i < len(word) - 1:  # merge every occurrence, left to right, without overlaps
+                if (word[i], word[i + 1]) == best:
+                    word[i:i + 2] = [word[i] + word[i + 1]]
+                i += 1
+        return tuple(self.encoder[w] for w in word)
+
+    def encode(self, text):
+        text = html.unescape(html.unescape(_fix_text(text))).strip()
+        text = re.sub(r'\s+', ' ', text).strip().lower()
+        ids = []
+        for tok in _PAT.findall(text):
+            if tok in ('<start_of_text>', '<end_of_text>'):  # literal special strings become the special ids
+                ids.append(self.encoder[tok])
+            else:
+                ids.extend(self.bpe(''.join(self.byte_encoder[b] for b in tok.encode('utf-8'))))
+        return ids
+
+    def __call__(self, texts, context_length=77):
+        texts = [texts] if isinstance(texts, str) else texts
+        out = torch.zeros(len(texts), context_length, dtype=torch.long)  # pad id 0
+        for i, text in enumerate(texts):
+            ids = [self.sot] + self.encode(text) + [self.eot]
+            if len(ids) > context_length:  # truncated rows end with eot and have no padding
+                ids = ids[:context_length]
+                ids[-1] = self.eot
+            out[i, :len(ids)] = torch.tensor(ids)
+        return out
+
+
+# ----------------------------------------------------------------------------
+# OpenCLIP text tower (ViT-H-14: width 1024, 16 heads, 24 layers), activations (n, 77, width)
+
+
+class CausalSelfAttention(nn.Module):
+    # parameter names of nn.MultiheadAttention: in_proj rows are [q; k; v], heads split as (h d)
+    def __init__(self, width, heads):
+        super().__init__()
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.randn(3 * width, width) * width ** -0.5)
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.out_proj = nn.Linear(width, width)
+
+    def forward(self, x):
+        n, L, d = x.shape
+        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(n, L, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # == the -inf-above-diagonal attn_mask
+        return self.out_proj(y.transpose(1, 2).reshape(n, L, d))
+
+
+class ResidualAttentionBlock(nn.Module):
+    def __init__(self, width, heads):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width)  # eps 1e-5
+        self.attn = CausalSelfAttention(width, heads)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(width, 4 * width), c_proj=nn.Linear(4 * width, width)))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp['c_proj'](F.gelu(self.mlp['c_fc'](self.ln_2(x))))  # exact erf GELU, not QuickGELU
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, context_length=77, vocab_size=49408, width=1024, heads=16, layers=24, embed_dim=None):
+        super().__init__()
+        self.token_embedding = nn.Embedding(vocab_size, width)
+        self.positional_embedding = nn.Parameter(torch.randn(context_length, width) * 0.01)
+        self.transformer = nn.Module()
+        self.transformer.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads) for _ in range(layers))
+        self.ln_final = nn.LayerNorm(width)
+        # in the checkpoint but unused by VideoCrafter (it uses per-token features, not the pooled embedding)
+        self.text_projection = nn.Parameter(torch.randn(width, embed_dim or width) * width ** -0.5)
+        self.logit_scale = nn.Parameter(torch.tensor(1 / 0.07).log())
+
+    def forward(self, tokens):  # (n, 77) int64 -> (n, 77, width)
+        x = self.token_embedding(tokens) + self.positional_embedding
+        for block in self.transformer.resblocks[:-1]:  # layer='penultimate': the last block never runs,
+            x = block(x)
+        return self.ln_final(x)  # ...but ln_final is still applied
+
+
+# ----------------------------------------------------------------------------
+# First-stage VAE (lvdm AutoencoderKL), images (n, 3, H, W) in [-1, 1], latents (n, 4, H/8, W/8)
+
+
+def Normalize(c):
+    return nn.GroupNorm(32, c, eps=1e-6)
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.norm1, self.conv1 = Normalize(cin), nn.Conv2d(cin, cout, 3, padding=1)
+        self.norm2, self.conv2 = Normalize(cout), nn.Conv2d(cout, cout, 3, padding=1)
+        if cin != cout:
+            self.nin_shortcut = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))  # dropout (0 in VC2, and eval) omitted
+        return (self.nin_shortcut(x) if hasattr(self, 'nin_shortcut') else x) + h
+
+
+class AttnBlock(nn.Module):  # single head over all H*W positions, 1x1-conv projections
+    def __init__(self, c):
+        super().__init__()
+        self.norm = Normalize(c)
+        self.q, self.k, self.v, self.proj_out = (nn.Conv2d(c, c, 1) for _ in range(4))
+
+    def forward(self, x):
+        n, c, H, W = x.shape
+        h = self.norm(x)
+        q, k, v = (p(h).flatten(2).transpose(1, 2)[:, None] for p in (self.q, self.k, self.v))  # (n, 1, HW, c)
+        h = F.scaled_dot_product_attention(q, k, v)[:, 0].transpose(1, 2).reshape(n, c, H, W)
+        return x + self.proj_out(h)
+
+
+class Mid(nn.Module):  # present in encoder and decoder even though attn_resolutions is empty
+    def __init__(self, c):
+        super().__init__()
+        self.block_1, self.attn_1, self.block_2 = ResnetBlock(c, c), AttnBlock(c), ResnetBlock(c, c)
+
+    def forward(self, x):
+        return self.block_2(self.attn_1(self.block_1(x)))
+
+
+class Resample(nn.Module):
+    def __init__(self, c, up):
+        super().__init__()
+        self.up = up
+        self.conv = nn.Conv2d(c, c, 3, stride=1 if up else 2, padding=1 if up else 0)
+
+    def forward(self, x):  # down: pad right/bottom only, then stride 2 (the UNet uses padding=1 instead)
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode='nearest') if self.up else F.pad(x, (0, 1, 0, 1)))
+
+
+class Level(nn.Module):  # one resolution: ResnetBlocks, then an optional .downsample or .upsample
+    def __init__(self, cin, cout, n_blocks, resample=None):
+        super().__init__()
+        self.block = nn.ModuleList(ResnetBlock(cin if j == 0 else cout, cout) for j in range(n_blocks))
+        self.resample = resample
+        if resample:
+            setattr(self, resample, Resample(cout, up=resample == 'upsample'))
+
+    def forward(self, h):
+        for block in self.block:
+            h = block(h)
+        return getattr(self, self.resample)(h) if self.resample else h
+
+
+class Encoder(nn.Module):
+    def __init__(self, ch, ch_mult, num_res_blocks, in_channels, z_channels):
+        super().__init__()
+        n, cin = len(ch_mult), [1, *ch_mult]
+        self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
+        self.down = nn.ModuleList(Level(ch * cin[i], ch * ch_mult[i], num_res_blocks, 'downsample' if i < n - 1 else None)
+                                  for i in range(n))
+        self.mid = Mid(ch * ch_mult[-1])
+        self.norm_out = Normalize(ch * ch_mult[-1])
+        self.conv_out = nn.Conv2d(ch * ch_mult[-1], 2 * z_channels, 3, padding=1)  # double_z: mean and logvar
+
+    def forward(self, x):
+        h = self.conv_in(x)
+        for level in self.down:
+            h = level(h)
+        return self.conv_out(F.silu(self.norm_out(self.mid(h))))
+
+
+class Decoder(nn.Module):
+    def __init__(self, ch, ch_mult, num_res_blocks, out_ch, z_channels):
+        super().__init__()
+        n, cin = len(ch_mult), [*ch_mult[1:], ch_mult[-1]]
+        self.conv_in = nn.Conv2d(z_channels, ch * ch_mult[-1], 3, padding=1)
+        self.mid = Mid(ch * ch_mult[-1])
+        # the original builds the deepest level first with up.insert(0, ...), so up[i] is level i and runs
+        # in reverse; each level has one ResnetBlock more than the encoder's
+        self.up = nn.ModuleList(Level(ch * cin[i], ch * ch_mult[i], num_res_blocks + 1, 'upsample' if i else None)
+                                for i in range(n))
+        self.norm_out = Normalize(ch * ch_mult[0])
+        self.conv_out = nn.Conv2d(ch * ch_mult[0], out_ch, 3, padding=1)
+
+    def forward(self, z):
+        h = self.mid(self.conv_in(z))
+        for level in reversed(self.up):
+            h = level(h)
+        return self.conv_out(F.silu(self.norm_out(h)))  # no tanh
+
+
+class AutoencoderKL(nn.Module):
+    def __init__(self, ddconfig, embed_dim):
+        super().__init__()
+        known = {'double_z', 'z_channels', 'resolution', 'in_channels', 'out_ch', 'ch', 'ch_mult', 'num_res_blocks',
+                 'attn_resolutions', 'dropout'}
+        if set(ddconfig) - known:
+            raise ValueError(f'ddconfig keys not used by VideoCrafter2: {sorted(set(ddconfig) - known)}')
+        if ddconfig.get('attn_resolutions'):
+            raise ValueError('only attn_resolutions=[] is supported (VC2 has attention in the mid blocks only)')
+        if not ddconfig.get('double_z', True):
+            raise ValueError('only double_z=True is supported (the encoder outputs mean and logvar)')
+        d = {k: ddconfig[k] for k in ('ch', 'ch_mult', 'num_res_blocks', 'z_channels')}
+        self.encoder = Encoder(in_channels=ddconfig['in_channels'], **d)
+        self.decoder = Decoder(out_ch=ddconfig['out_ch'], **d)
+        self.quant_conv = nn.Conv2d(2 * d['z_channels'], 2 * embed_dim, 1)
+        self.post_quant_conv = nn.Conv2d(embed_dim, d['z_channels'], 1)
+
+    def encode(self, x):  # -> mean, logvar of the diagonal Gaussian posterior
+        mean, logvar = self.quant_conv(self.encoder(x)).chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)
+
+    def decode(self, z):  # z unscaled: the pipeline divides by scale_factor 0.18215 first
+        return self.decoder(self.post_quant_conv(z))

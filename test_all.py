@@ -82,3 +82,307 @@ def test_unet_rejects_flags_vc2_does_not_use():
         model.UNet(**cfg)
     with pytest.raises(ValueError, match="unknown config key 'bogus'"):
         model.UNet(**dict(cfg, use_scale_shift_norm=False, bogus=1))
+
+
+
+
+def fixture_file(name):
+    path = os.path.join(FIX, name)
+    if name.endswith(".json"):
+        with open(path) as f:
+            return json.load(f)
+    return load_file(path)
+
+
+def weights(name, prefix):  # float16 storage -> exact float32 weights
+    return {k[len(prefix):]: v.float() for k, v in fixture_file(name).items() if k.startswith(prefix)}
+
+
+@pytest.fixture(scope='module')
+def tokenizer():
+    return model.Tokenizer()
+
+
+def test_tokenizer_cases(tokenizer):
+    cases = fixture_file('tokenizer_cases.json')['cases']
+    ours = tokenizer([c['prompt'] for c in cases])
+    bad = [c['prompt'] for c, row in zip(cases, ours) if row.tolist() != c['ids']]
+    print(f'tokenizer: {len(cases) - len(bad)}/{len(cases)} cases exact')
+    assert not bad, bad
+
+
+def test_text_encoder(tokenizer):
+    cfg, cases = fixture_file('text_tiny.json'), fixture_file('text_tiny_cases.safetensors')
+    text_cfg = cfg['open_clip_model_config']['text_cfg']
+    assert torch.equal(tokenizer(cfg['prompts']), cases['tokens'])
+    net = model.TextEncoder(**text_cfg, embed_dim=cfg['open_clip_model_config']['embed_dim']).eval()
+    net.load_state_dict(weights('text_tiny.safetensors', cfg['weights_key_prefix']), strict=True)
+    assert sum(p.numel() for p in net.parameters()) == cfg['num_parameters']
+    with torch.no_grad():
+        out = net(cases['tokens'])
+        x = net.token_embedding(cases['tokens']) + net.positional_embedding  # all blocks (layer='last')
+        for block in net.transformer.resblocks:
+            x = block(x)
+        errs = {'out': rel_err(out, cases['out']), 'out_all_layers': rel_err(net.ln_final(x), cases['out_all_layers'])}
+    print('text', {k: f'{v:.2e}' for k, v in errs.items()})
+    assert out.shape == cases['out'].shape and max(errs.values()) <= 1e-4, errs
+
+
+def test_vae():
+    cfg, cases = fixture_file('vae_tiny.json'), fixture_file('vae_tiny_cases.safetensors')
+    net = model.AutoencoderKL(**{k: cfg['params'][k] for k in ('ddconfig', 'embed_dim')}).eval()
+    net.load_state_dict(weights('vae_tiny.safetensors', cfg['weights_key_prefix']), strict=True)
+    assert sum(p.numel() for p in net.parameters()) == cfg['num_parameters']
+    with torch.no_grad():
+        for case in cfg['cases']:
+            name = case['name']
+            if case['kind'] == 'decode':
+                errs = {'out': rel_err(net.decode(cases[f'{name}.z']), cases[f'{name}.out'])}
+            else:
+                mean, logvar = net.encode(cases[f'{name}.x'])
+                errs = {'mean': rel_err(mean, cases[f'{name}.mean']), 'logvar': rel_err(logvar, cases[f'{name}.logvar'])}
+            print(name, {k: f'{v:.2e}' for k, v in errs.items()})
+            assert max(errs.values()) <= 1e-4, (name, errs)
+
+
+def test_full_size_keys_and_counts():
+    m = fixture_file('vc2_manifest.json')
+    counts = {k.split()[0]: v for k, v in m['parameter_counts'].items()}
+    fs = m['config']['first_stage_config']['params']
+    tt = {k: m['config']['text_tower'][k] for k in ('context_length', 'vocab_size', 'width', 'heads', 'layers')}
+    with torch.device('meta'):
+        parts = {'first_stage_model.': (model.AutoencoderKL(fs['ddconfig'], fs['embed_dim']), counts['vae']),
+                 'cond_stage_model.model.': (model.TextEncoder(**tt), counts['text'])}
+    for prefix, (net, count) in parts.items():
+        expected = {e['key'][len(prefix):]: e['shape'] for e in m['keys'] if e['key'].startswith(prefix)}
+        ours = {k: list(v.shape) for k, v in net.state_dict().items()}
+        assert ours == expected, (prefix, set(ours) ^ set(expected))
+        n = sum(p.numel() for p in net.parameters())
+        print(f'{prefix} {len(ours)} keys, {n:,} parameters')
+        assert n == count
+
+
+def test_vae_rejects_unsupported_config():
+    dd = dict(fixture_file('vae_tiny.json')['params']['ddconfig'])
+    with pytest.raises(ValueError, match='attn_resolutions'):
+        model.AutoencoderKL({**dd, 'attn_resolutions': [16]}, 4)
+    with pytest.raises(ValueError, match='double_z'):
+        model.AutoencoderKL({**dd, 'double_z': False}, 4)
+    with pytest.raises(ValueError, match='tanh_out'):
+        model.AutoencoderKL({**dd, 'tanh_out': True}, 4)
+
+
+# -----------------------------------------------------------------------------
+# clip parallelism (clip_parallel.py, dual_scope.py, simulate.py)
+
+import simulate  # noqa: E402
+from dual_scope import DualScope  # noqa: E402
+
+
+@pytest.mark.parametrize("case", unet_cases())
+@pytest.mark.parametrize("ranks", [2, 3, 4])
+def test_clip_parallel_full_window_matches_original(tiny_unet, case, ranks):
+    """w >= T and no global frames is VC2's own full temporal attention: N ranks must give the ORIGINAL output."""
+    c = fixture_tensors("unet_tiny_cases.safetensors", case + ".")
+    frames = c["x"].shape[2]
+    if ranks > frames:
+        pytest.skip("fewer frames than ranks")
+    scope = DualScope(local_window=frames, global_frames=0)
+    out = simulate.run_emulated(tiny_unet, c["x"], c["timesteps"], c["context"], c["fps"], ranks, scope)
+    assert rel_err(out, c["out"]) <= 1e-4
+
+
+@pytest.fixture(scope="module")
+def dual_scope_case(tiny_unet):
+    """T = 23 frames (uneven over every N), two batch elements in different bias phases."""
+    g = torch.Generator().manual_seed(0)
+    ctx_dim = tiny_unet.input_blocks[1][-2].transformer_blocks[0].attn2.to_k.in_features
+    x = torch.randn(2, 4, 23, 8, 8, generator=g)
+    context = torch.randn(2, 77, ctx_dim, generator=g)
+    return x, torch.tensor([900, 200]), context, torch.tensor([24, 8])
+
+
+def test_clip_parallel_dual_scope_any_rank_count(tiny_unet, dual_scope_case):
+    scope = DualScope(local_window=2, global_frames=3)
+    reference = simulate.single_device(tiny_unet, *dual_scope_case, scope)
+    for ranks in range(1, 6):
+        out = simulate.run_emulated(tiny_unet, *dual_scope_case, ranks, scope)
+        assert rel_err(out, reference) <= 1e-5, ranks
+    # dual scope is really active: it differs from VC2's full attention, and w and k each change the result
+    full = tiny_unet(*dual_scope_case)
+    assert rel_err(reference, full) > 1e-2
+    for other in (DualScope(local_window=3, global_frames=3), DualScope(local_window=2, global_frames=4)):
+        assert rel_err(simulate.run_emulated(tiny_unet, *dual_scope_case, 3, other), reference) > 1e-3
+
+
+def test_clip_parallel_is_exact_in_float64(tiny_unet, dual_scope_case):
+    """Beyond float32 rounding: in float64 the clip-parallel math equals the single-device math to 1e-12.
+
+    (In float32 the random-weight UNet amplifies rounding differently for different inputs: for some inputs
+    even the single-device float32 run is 2e-5 away from float64. Float64 shows the methods agree exactly.)"""
+    unet64 = model.UNet(**fixture_json("unet_tiny.json")["unet_config"]).eval().double()
+    unet64.load_state_dict(tiny_unet.state_dict())
+    x, timesteps, context, fps = dual_scope_case
+    case = (x.double(), timesteps, context.double(), fps)
+    scope = DualScope(local_window=2, global_frames=3, token_scale=True)
+    reference = simulate.single_device(unet64, *case, scope)
+    for ranks in (1, 2, 4, 5):
+        assert rel_err(simulate.run_emulated(unet64, *case, ranks, scope), reference) <= 1e-12, ranks
+
+
+def test_clip_parallel_window_longer_than_clip_falls_back(tiny_unet, dual_scope_case):
+    """23 frames over 5 ranks leaves clips of 4; a window of 6 gathers the whole sequence, still exact."""
+    scope = DualScope(local_window=6, global_frames=2)
+    reference = simulate.single_device(tiny_unet, *dual_scope_case, scope)
+    assert rel_err(simulate.run_emulated(tiny_unet, *dual_scope_case, 5, scope), reference) <= 1e-5
+
+
+def test_communication_stages(tiny_unet, dual_scope_case):
+    """Stage 1 pairs (0,1),(2,3); stage 2 pairs (1,2),(3,4): who sends what is fixed by the rank's parity."""
+    _, traffic = simulate.emulate(tiny_unet, *dual_scope_case, 4, DualScope(local_window=2, global_frames=3))
+    s1 = [t["stage1"][0] for t in traffic]
+    s2 = [t["stage2"][0] for t in traffic]
+    assert s1[0] == s1[1] == s1[2] == s1[3] > 0
+    assert s2[0] == s2[3] == 0 and s2[1] == s2[2] == s1[0]
+    assert all(t["stage3"][0] > 0 for t in traffic)
+
+
+# -----------------------------------------------------------------------------
+# dual-scope attention (dual_scope.py)
+
+from dual_scope import DualScope, clip_attention, clip_masks, plot_scope, reference_attention, split_frames  # noqa: E402
+import imageio.v3 as iio  # noqa: E402
+import random  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+T_EARLY_LATE = torch.tensor([900, 100])  # b=2: one element each side of the switch
+
+
+
+def qkv(b, s, T, d, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, s, T, d, generator=g) * 2 for _ in range(3)]  # *2: peakier softmax, a harder test
+
+
+def run_clip(q, k, v, timesteps, scope, start, n):
+    """Slice what a rank would hold for the clip [start, start+n) and run clip_attention."""
+    T, w = q.shape[2], min(scope.local_window, q.shape[2] - 1)
+    left, right = min(w, start), min(w, T - start - n)
+    G = scope.global_indices(T)
+    lo, hi = start - left, start + n + right
+    return clip_attention(q[:, :, start:start + n], k[:, :, lo:hi], v[:, :, lo:hi], k[:, :, G], v[:, :, G],
+                          start, left, T, timesteps, scope)
+
+
+def test_global_indices():
+    assert DualScope(global_frames=16).global_indices(48) == [1 + 3 * m for m in range(16)]
+    assert DualScope(global_frames=4).global_indices(10) == [1, 3, 6, 8]  # floor(1.25), floor(3.75), ...
+    assert DualScope(global_frames=16).global_indices(16) == list(range(16))
+    assert DualScope(global_frames=40).global_indices(16) == list(range(16))
+    assert DualScope(global_frames=0).global_indices(16) == []
+    for T in range(1, 70):
+        for k in range(0, 20):
+            G = DualScope(global_frames=k).global_indices(T)
+            assert G == sorted(set(G)) and len(G) == min(k, T) and all(0 <= j < T for j in G)
+
+
+def test_validation_and_biases():
+    with pytest.raises(ValueError, match="local_window"):
+        DualScope(local_window=-1)
+    with pytest.raises(ValueError, match="global_frames"):
+        DualScope(global_frames=-2)
+    with pytest.raises(ValueError, match="ranks"):
+        split_frames(4, 0)
+    with pytest.raises(ValueError, match="frames"):
+        split_frames(3, 4)
+    bl, bg = DualScope().biases(torch.tensor([999, 800, 799, 0]))
+    assert bl.dtype == torch.float32 and bl.tolist() == [0, 0, 10, 10] and bg.tolist() == [10, 10, 0, 0]
+
+
+def test_split_frames():
+    assert split_frames(10, 3) == [(0, 4), (4, 7), (7, 10)]
+    assert split_frames(64, 4) == [(0, 16), (16, 32), (32, 48), (48, 64)]
+    assert split_frames(5, 5) == [(i, i + 1) for i in range(5)]
+
+
+CONFIGS = [  # (T, w, k)
+    (48, 8, 16), (33, 8, 16), (20, 3, 4), (16, 0, 5), (12, 15, 3), (12, 11, 0), (24, 4, 0), (10, 2, 16),
+    (17, 5, 17), (70, 1, 7), (100, 3, 9), (40, 20, 6), (1, 8, 16), (2, 0, 0),
+]
+
+
+@pytest.mark.parametrize("token_scale", [False, True])
+@pytest.mark.parametrize("T,w,k", CONFIGS)
+def test_clip_matches_reference(T, w, k, token_scale):
+    scope = DualScope(local_window=w, global_frames=k, token_scale=token_scale)
+    q, k_, v = qkv(2, 3, T, 8, seed=T * 100 + w * 10 + k)
+    ref = reference_attention(q.double(), k_.double(), v.double(), T_EARLY_LATE, scope)
+    rng = random.Random(T + w + k)
+    clips = [(0, T)] + [(a, b - a) for a, b in split_frames(T, min(T, 3))]
+    for _ in range(6):
+        start = rng.randrange(T)
+        clips.append((start, rng.randint(1, T - start)))
+    for start, n in clips:
+        out = run_clip(q, k_, v, T_EARLY_LATE, scope, start, n)
+        assert out.shape == (2, 3, n, 8)
+        assert rel_err(out.double(), ref[:, :, start:start + n]) <= 1e-5, (start, n)
+
+
+def test_clip_rejects_wrong_halo():
+    scope = DualScope(local_window=2, global_frames=3)
+    q, k, v = qkv(1, 1, 10, 4)
+    G = scope.global_indices(10)
+    with pytest.raises(ValueError, match="halo"):  # clip [4, 7) needs 2 frames each side, given 1 on the left
+        clip_attention(q[:, :, 4:7], k[:, :, 3:9], v[:, :, 3:9], k[:, :, G], v[:, :, G], 4, 1, 10, T_EARLY_LATE, scope)
+
+
+def test_dual_scope_is_active_and_reduces_to_full_attention():
+    T = 32
+    q, k, v = qkv(2, 4, T, 16)
+    full = F.scaled_dot_product_attention(q, k, v)
+    dual = reference_attention(q, k, v, T_EARLY_LATE, DualScope(local_window=4, global_frames=8))
+    assert rel_err(dual, full) > 0.1
+    for w in (T - 1, T + 5):  # window covers the video, no global frames: plain VC2 temporal attention
+        scope = DualScope(local_window=w, global_frames=0)
+        assert rel_err(reference_attention(q, k, v, T_EARLY_LATE, scope), full) <= 1e-6
+        assert rel_err(run_clip(q, k, v, T_EARLY_LATE, scope, 10, 12), full[:, :, 10:22]) <= 1e-6
+
+
+def test_bias_switch_matters():
+    scope = DualScope(local_window=4, global_frames=8)
+    q, k, v = qkv(1, 4, 40, 16)
+    early = run_clip(q, k, v, torch.tensor([900]), scope, 0, 40)
+    late = run_clip(q, k, v, torch.tensor([100]), scope, 0, 40)
+    assert rel_err(early, late) > 0.1
+    # b=2 with mixed timesteps = each element run alone
+    both = run_clip(q.expand(2, -1, -1, -1), k.expand(2, -1, -1, -1), v.expand(2, -1, -1, -1), T_EARLY_LATE,
+                    scope, 0, 40)
+    assert rel_err(both[0], early[0]) <= 1e-6 and rel_err(both[1], late[0]) <= 1e-6
+
+
+def test_linear_cost():
+    scope = DualScope(local_window=8, global_frames=16)
+    sizes = {}
+    for n in (128, 512, 2048):
+        is_local, is_global, _ = clip_masks(0, n, 0, 0, n, scope, torch.device("cpu"))
+        sizes[n] = is_local.numel()
+        assert is_local.shape == is_global.shape and is_local.shape[-1] == 16 + 2 * 8 + 16
+    assert sizes[512] < 512 * 512 / 4
+    assert sizes[2048] == 4 * sizes[512] == 16 * sizes[128]  # exactly linear: n * (B + 2w + k)
+    assert clip_masks.cache_info().hits >= 0 and clip_masks(0, 512, 0, 0, 512, scope, torch.device("cpu"))[0] \
+        is clip_masks(0, 512, 0, 0, 512, scope, torch.device("cpu"))[0]  # cached, not rebuilt
+
+
+def test_plot_scope(tmp_path):
+    T, px = 20, 6
+    scope = DualScope(local_window=2, global_frames=4)  # G = [2, 7, 12, 17]
+    path = tmp_path / "scope.png"
+    plot_scope(T, 3, scope, path, px=px)  # clips [0, 7), [7, 14), [14, 20)
+    img = iio.imread(path)
+    assert img.shape == (T * px, T * px, 3)
+    cell = lambda i, j: tuple(img[i * px + px // 2, j * px + px // 2])  # noqa: E731
+    local, glob, excluded = cell(10, 11), cell(0, 17), cell(0, 10)
+    assert cell(10, 12) == local  # global frame 12 inside the window of 10: drawn as local
+    assert len({local, glob, excluded}) == 3 and excluded == (255, 255, 255)
+    assert cell(5, 2) == glob and cell(19, 7) == glob and cell(19, 8) == excluded
+    assert tuple(img[7 * px, 3]) == (0, 0, 0) and tuple(img[3, 14 * px]) == (0, 0, 0)  # clip boundaries

@@ -1,0 +1,306 @@
+"""Clip parallelism: the video latent is split along time into clips, one per rank (DESIGN.md section 3).
+
+Spatial layers see one frame at a time, so they run on the local clip untouched. Only three kinds of temporal
+layer need context from other clips, and `parallel_temporal_layers` swaps exactly those in an unmodified
+model.UNet (as gpt-fast's tp.py does for tensor parallelism):
+
+  temporal GroupNorm     -> ClipGroupNorm:    statistics of the whole video (stage 3: all-gather of partials)
+  temporal Conv3d (3,1,1)-> HaloConv3d:       one real neighbour frame per side (stages 1 and 2)
+  temporal attention     -> ClipAttention:    dual-scope attention with w halo frames per side (stages 1, 2)
+                                              and the global frames of the whole video (stage 3)
+
+The three communication stages, by name:
+  stage1: pairs (0,1), (2,3), ... swap boundary frames;
+  stage2: pairs (1,2), (3,4), ... swap boundary frames;
+  stage3: every rank receives the global frames / GroupNorm partials of every other rank.
+Pairing even/odd then odd/even keeps every link busy and never waits on a chain of ranks (the paper's scheme).
+With these, the clip-parallel output equals the single-device output for any number of ranks.
+"""
+import datetime
+import logging
+import os
+import threading
+from contextlib import contextmanager
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+import model
+from dual_scope import clip_attention, split_frames
+
+log = logging.getLogger("clip_parallel")
+STAGES = ("stage1", "stage2", "stage3")
+
+
+class Comm:
+    """One rank's view of the group. Backends provide `exchange` (one pair swap) and `all_gather`."""
+
+    def __init__(self, rank, world_size):
+        self.rank, self.world_size = rank, world_size
+        self.traffic = {s: [0, 0] for s in STAGES}  # stage -> [messages sent, bytes sent] by this rank
+
+    def count(self, stage, tensor, messages=1):
+        self.traffic[stage][0] += messages
+        self.traffic[stage][1] += messages * tensor.numel() * tensor.element_size()
+
+    def halo(self, x, width, dim):
+        """Stages 1 and 2: `width` boundary frames from each neighbour -> (left, right); None at the video's ends."""
+        got = {}
+        for stage, offset in (("stage1", 0), ("stage2", 1)):
+            # in stage 1 even ranks look right, odd ranks left; stage 2 the other way round
+            side = "right" if (self.rank - offset) % 2 == 0 else "left"
+            partner = self.rank + 1 if side == "right" else self.rank - 1
+            n = x.shape[dim]
+            send = x.narrow(dim, n - width, width) if side == "right" else x.narrow(dim, 0, width)
+            got[side] = self.exchange(stage, partner if 0 <= partner < self.world_size else None, send.contiguous())
+        return got["left"], got["right"]
+
+    def exchange(self, stage, partner, tensor):  # -> the partner's tensor of the same shape, or None
+        raise NotImplementedError
+
+    def all_gather(self, stage, tensor):  # -> list of every rank's tensor (same shapes)
+        raise NotImplementedError
+
+
+class DistComm(Comm):
+    """Real ranks: torch.distributed (NCCL on GPUs, gloo on CPU), launched by torchrun."""
+
+    def __init__(self):
+        super().__init__(dist.get_rank(), dist.get_world_size())
+
+    def exchange(self, stage, partner, tensor):
+        if partner is None:
+            return None
+        recv = torch.empty_like(tensor)
+        ops = [dist.P2POp(dist.isend, tensor, partner), dist.P2POp(dist.irecv, recv, partner)]
+        for req in dist.batch_isend_irecv(ops):
+            req.wait()
+        self.count(stage, tensor)
+        return recv
+
+    def all_gather(self, stage, tensor):
+        out = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(out, tensor.contiguous())
+        self.count(stage, tensor, self.world_size - 1)
+        return out
+
+
+def init_distributed(timeout_s=300):
+    """Join the torchrun group: NCCL with one GPU per rank where there are GPUs, else gloo. Returns the device.
+
+    The timeout bounds how long a rank waits for a peer that died, so no rank is left hanging.
+    """
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        gpus = torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise SystemExit(f"error: rank {local_rank} has no GPU: this node has {gpus}; "
+                             f"use torchrun --nproc_per_node {gpus} or fewer")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", timeout=datetime.timedelta(seconds=timeout_s), device_id=device)
+    else:
+        device = torch.device("cpu")
+        dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout_s))
+    return device
+
+
+class EmulatedGroup:
+    """N emulated ranks in one process: one thread per rank, tensors passed through a shared mailbox.
+
+    Threads (not lock-step) so that each rank runs exactly the per-rank code a real rank runs, top to bottom;
+    a barrier after each post and each read keeps the mailbox consistent. A failing rank aborts the barrier,
+    so the others raise instead of waiting forever.
+    """
+
+    def __init__(self, world_size, timeout=600.0):
+        self.world_size, self.mailbox = world_size, {}
+        self.barrier = threading.Barrier(world_size, timeout=timeout)
+
+
+class EmulatedComm(Comm):
+    def __init__(self, group, rank):
+        super().__init__(rank, group.world_size)
+        self.group = group
+
+    def exchange(self, stage, partner, tensor):
+        g = self.group
+        if partner is not None:
+            g.mailbox[(stage, self.rank, partner)] = tensor
+            self.count(stage, tensor)
+        g.barrier.wait()  # every rank takes part in every stage, partnered or not
+        recv = None if partner is None else g.mailbox.pop((stage, partner, self.rank))
+        g.barrier.wait()
+        return recv
+
+    def all_gather(self, stage, tensor):
+        g = self.group
+        g.mailbox[(stage, self.rank)] = tensor
+        self.count(stage, tensor, self.world_size - 1)
+        g.barrier.wait()
+        out = [g.mailbox[(stage, r)] for r in range(self.world_size)]
+        g.barrier.wait()
+        return out
+
+
+# -----------------------------------------------------------------------------
+# What each rank knows during a forward. Thread-local, so emulated ranks can share one model in memory.
+
+class RankState(threading.local):
+    comm = None  # this rank's Comm
+    clips = None  # [(start, stop)] of every rank's clip
+    timesteps = None  # (b,) diffusion timesteps of the current forward
+
+
+STATE = RankState()
+
+
+def gather_frames(x, dim, frames):
+    """Stage 3: the given video frame indices, gathered from whichever rank owns them (pads to a common size)."""
+    comm, clips = STATE.comm, STATE.clips
+    owned = [[f - start for f in frames if start <= f < stop] for start, stop in clips]
+    width = max(len(o) for o in owned)
+    mine = x.index_select(dim, torch.tensor(owned[comm.rank], dtype=torch.long, device=x.device))
+    pad = list(mine.shape)
+    pad[dim] = width - mine.shape[dim]
+    parts = comm.all_gather("stage3", torch.cat([mine, mine.new_zeros(pad)], dim))
+    return torch.cat([p.narrow(dim, 0, len(o)) for p, o in zip(parts, owned)], dim)
+
+
+class ClipGroupNorm(nn.Module):
+    """GroupNorm over (group channels, ALL frames, h, w): per-rank (count, mean, M2) combined exactly (Chan et al.)."""
+
+    def __init__(self, norm):
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, x):  # x: (b, c, n, h, w), this rank's clip
+        b, c = x.shape[:2]
+        g, eps = self.norm.num_groups, self.norm.eps
+        xg = x.to(torch.promote_types(x.dtype, torch.float32)).reshape(b, g, -1)  # statistics in >= float32
+        mean = xg.mean(-1)
+        m2 = (xg - mean[..., None]).square().sum(-1)
+        count = torch.full_like(mean, xg.shape[-1])
+        parts = torch.stack(STATE.comm.all_gather("stage3", torch.stack([count, mean, m2])))  # (ranks, 3, b, g)
+        counts, means, m2s = parts.unbind(1)
+        total = counts.sum(0)
+        mean_all = (counts * means).sum(0) / total
+        var = (m2s.sum(0) + (counts * (means - mean_all).square()).sum(0)) / total  # biased, as GroupNorm
+        y = (xg - mean_all[..., None]) * torch.rsqrt(var + eps)[..., None]
+        shape = (1, c) + (1,) * (x.dim() - 2)
+        return (y.reshape(x.shape) * self.norm.weight.reshape(shape) + self.norm.bias.reshape(shape)).to(x.dtype)
+
+
+class HaloConv3d(nn.Module):
+    """Conv3d (3,1,1) on a clip plus one neighbour frame per side; zero frames only at the video's true ends."""
+
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x):  # x: (b, c, n, h, w)
+        left, right = STATE.comm.halo(x, 1, dim=2)
+        zero = x.new_zeros(x[:, :, :1].shape)
+        x = torch.cat([zero if left is None else left, x, zero if right is None else right], dim=2)
+        return F.conv3d(x, self.conv.weight, self.conv.bias)  # no temporal padding: the halo is the padding
+
+
+def to_sequences(y, b, heads):  # ((b h w), n, (heads d)) -> (b, (h w heads), n, d): one sequence per position and head
+    bhw, n, c = y.shape
+    return y.reshape(b, bhw // b, n, heads, c // heads).permute(0, 1, 3, 2, 4).reshape(b, bhw // b * heads, n, c // heads)
+
+
+def from_sequences(y, heads):  # inverse of to_sequences
+    b, s, n, d = y.shape
+    return y.reshape(b, s // heads, heads, n, d).permute(0, 1, 3, 2, 4).reshape(b * s // heads, n, heads * d)
+
+
+class ClipAttention(nn.Module):
+    """Dual-scope temporal self-attention on a clip: queries of the clip, keys of clip + halo + global frames."""
+
+    warned = False
+
+    def __init__(self, attn, scope):
+        super().__init__()
+        self.attn, self.scope = attn, scope
+
+    def forward(self, x, context=None):  # x: ((b h w), n, c), frames of this rank's clip
+        comm, clips = STATE.comm, STATE.clips
+        start, stop = clips[comm.rank]
+        frames = clips[-1][1]
+        w = min(self.scope.local_window, frames - 1)  # a wider window sees no more frames
+        left = min(w, start)
+        if w <= min(e - s for s, e in clips):
+            halo_l, halo_r = comm.halo(x, w, dim=1) if w else (None, None)
+            local = torch.cat([h for h in (halo_l, x, halo_r) if h is not None], dim=1)
+        else:  # some clip is shorter than the halo: gather the whole sequence for this layer (correct, slower)
+            if not ClipAttention.warned and comm.rank == 0:
+                log.warning("local window %d exceeds the shortest clip (%d frames): gathering the whole sequence",
+                            w, min(e - s for s, e in clips))
+                ClipAttention.warned = True
+            lo, hi = start - left, min(frames, stop + w)
+            local = gather_frames(x, 1, list(range(frames)))[:, lo:hi]
+        glob = gather_frames(x, 1, self.scope.global_indices(frames))
+        a, b = self.attn, STATE.timesteps.shape[0]
+        q = to_sequences(a.to_q(x), b, a.heads)
+        k_local, v_local = to_sequences(a.to_k(local), b, a.heads), to_sequences(a.to_v(local), b, a.heads)
+        k_glob, v_glob = to_sequences(a.to_k(glob), b, a.heads), to_sequences(a.to_v(glob), b, a.heads)
+        out = clip_attention(q, k_local, v_local, k_glob, v_glob, start, left, frames, STATE.timesteps, self.scope)
+        return a.to_out(from_sequences(out, a.heads))
+
+
+def swap(parent, name, new):
+    old = getattr(parent, name)
+    setattr(parent, name, new)
+    return lambda: setattr(parent, name, old)
+
+
+@contextmanager
+def parallel_temporal_layers(unet, scope):
+    """Swap the temporal layers of a model.UNet for their clip-parallel forms; restore them on exit."""
+    undo = []
+    for m in list(unet.modules()):
+        if isinstance(m, model.TemporalConvBlock):
+            for conv in (m.conv1, m.conv2, m.conv3, m.conv4):
+                undo.append(swap(conv, "0", ClipGroupNorm(conv[0])))
+                undo.append(swap(conv, str(len(conv) - 1), HaloConv3d(conv[-1])))
+        elif isinstance(m, model.TemporalTransformer):
+            undo.append(swap(m, "norm", ClipGroupNorm(m.norm)))
+            for block in m.transformer_blocks:
+                undo += [swap(block, "attn1", ClipAttention(block.attn1, scope)),
+                         swap(block, "attn2", ClipAttention(block.attn2, scope))]
+    try:
+        yield unet
+    finally:
+        for u in reversed(undo):
+            u()
+
+
+def clip_forward(unet, comm, frames, x, timesteps, context, fps):
+    """One rank's UNet forward on its clip x (b, c, n, h, w) of a `frames`-long video, inside parallel_temporal_layers."""
+    STATE.comm, STATE.clips, STATE.timesteps = comm, split_frames(frames, comm.world_size), timesteps
+    comm.traffic = {s: [0, 0] for s in STAGES}
+    return unet(x, timesteps, context, fps)
+
+
+def run_ranks(ranks, fn):
+    """Run fn(comm) -> result on `ranks` emulated ranks (threads); results in rank order. Errors propagate."""
+    group, results, errors = EmulatedGroup(ranks), [None] * ranks, []
+
+    def worker(rank):
+        try:
+            results[rank] = fn(EmulatedComm(group, rank))
+        except BaseException as e:  # noqa: B036 - any failure must release the other ranks
+            errors.append(e)
+            group.barrier.abort()
+
+    threads = [threading.Thread(target=worker, args=(r,), name=f"rank{r}") for r in range(ranks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:  # the first error is the cause; the others are BrokenBarrierErrors it triggered
+        raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
+    return results

@@ -1,0 +1,161 @@
+"""Dual-scope temporal attention (DESIGN.md section 2): each query frame i sees the key frames
+K(i) = L(i) ∪ G, its local window L(i) = {j : |i - j| <= w} plus k global frames spread over the whole video,
+with a timestep-dependent logit bias that favours global context early in sampling and local detail late.
+
+Layout, everywhere: q, k, v are (b, s, frames, d): b batch (one diffusion timestep each), s independent
+sequences (spatial positions x heads), d head dim. Attention runs along the frame axis only.
+
+Two computations of the same math: `reference_attention` (whole video, dense, the test oracle) and
+`clip_attention` (what one rank runs on its clip of n frames: cost linear in n, via a gathered band).
+"""
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class DualScope:
+    local_window: int = 8  # w: query i sees key frames |i-j| <= w (published "padding 8")
+    global_frames: int = 16  # k: frames spread over the whole video that every query sees
+    switch_timestep: int = 800  # diffusion t >= switch: early phase; t < switch: late phase
+    early_bias: tuple = (0.0, 10.0)  # (local, global) logit bias for t >= switch
+    late_bias: tuple = (10.0, 0.0)  # (local, global) for t < switch
+    token_scale: bool = False  # s_i = log|K(i)| / log(16) multiplies the logits (off by default)
+
+    def __post_init__(self):
+        for name in ("local_window", "global_frames"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"DualScope.{name} must be >= 0, got {getattr(self, name)}")
+
+    def global_indices(self, T):
+        # floor((m + 0.5) * T / k) in integer arithmetic; the spacing T/k > 1 makes them distinct
+        k = self.global_frames
+        return list(range(T)) if k >= T else [(2 * m + 1) * T // (2 * k) for m in range(k)]
+
+    def biases(self, timesteps):  # (b,) int -> (local_bias (b,), global_bias (b,)) float32
+        t = torch.as_tensor(timesteps)
+        table = torch.tensor([self.early_bias, self.late_bias], dtype=torch.float32, device=t.device)
+        b = table[(t < self.switch_timestep).long()]  # row 0 early, row 1 late: (b, 2)
+        return b[..., 0], b[..., 1]
+
+
+def split_frames(frames, ranks):
+    """T frames into `ranks` contiguous clips [start, stop), the first T % N clips one frame longer."""
+    if ranks < 1:
+        raise ValueError(f"ranks must be >= 1, got {ranks}")
+    if frames < ranks:
+        raise ValueError(f"frames must be >= ranks ({ranks}), got {frames}")
+    size, extra = divmod(frames, ranks)
+    bounds = [r * size + min(r, extra) for r in range(ranks + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def key_sets(T, scope, device=None):
+    """(T, T) bool masks, row = query frame, column = key frame: (local, global-only). A frame in both is local."""
+    i = torch.arange(T, device=device)
+    local = (i[:, None] - i[None, :]).abs() <= scope.local_window
+    is_global = torch.zeros(T, dtype=torch.bool, device=device)
+    is_global[scope.global_indices(T)] = True
+    return local, is_global[None, :] & ~local
+
+
+def token_scale(counts):  # s_i = log|K(i)| / log(16): 1 at the 16 frames VC2 was trained on
+    return torch.log(counts.float()) / math.log(16)
+
+
+def reference_attention(q, k, v, timesteps, scope):
+    """Whole-video dual-scope attention, dense (T x T): softmax(q.k * d^-0.5 * s_i + bias) @ v over K(i)."""
+    local, glob = key_sets(q.shape[2], scope, q.device)
+    b_local, b_global = (x.to(q.dtype)[:, None, None] for x in scope.biases(timesteps.to(q.device)))
+    bias = torch.where(local, b_local, torch.where(glob, b_global, -math.inf))  # (b, T, T); -inf: not in K(i)
+    logits = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5  # (b, s, T, T)
+    if scope.token_scale:
+        logits = logits * token_scale((local | glob).sum(-1)).to(q.dtype)[:, None]
+    return torch.softmax(logits + bias[:, None], dim=-1) @ v
+
+
+def block_size(n, w):
+    # B query frames share one gathered key band of B + 2w local frames (+ the k global ones). Per query the
+    # work is B + 2w + k keys, the band memory (B + 2w + k) / B: B = max(w, 16) keeps the overhead <= 3x at
+    # any w while 16-row tiles suit the fused SDPA kernels; no point in a block longer than the clip.
+    return min(n, max(w, 16))
+
+
+@functools.lru_cache(maxsize=256)
+def clip_masks(start, n, left, right, frames, scope, device):
+    """Boolean structure of the banded layout for queries [start, start+n), cached: it changes only with the split.
+
+    Returns is_local, is_global: (nb, B, B + 2w + g) over [band keys | global keys], and the token scale (nb, B)
+    (None when off). Band column c of block j holds frame start - w + j*B + c.
+    """
+    w = min(scope.local_window, frames - 1)  # a wider window sees the same frames
+    B = block_size(n, w)
+    nb = -(-n // B)
+    rows = start + torch.arange(nb * B, device=device).view(nb, B, 1)  # query frame
+    real = rows < start + n  # padding rows (n rounded up to nb*B) are computed and dropped
+    cols = start - w + torch.arange(nb, device=device).view(nb, 1, 1) * B + torch.arange(B + 2 * w, device=device)
+    have = (cols >= start - left) & (cols < start + n + right)  # frames we were given (halo ends at the video ends)
+    band = have & ((rows - cols).abs() <= w) & real
+    band = band | ~real  # padding rows see everything: finite garbage, never an all -inf row (NaN)
+    G = torch.tensor(scope.global_indices(frames), dtype=torch.long, device=device)
+    glob = ((rows - G).abs() > w) & real  # a global frame inside L(i) is already in the band: count it once
+    is_local = torch.cat([band, torch.zeros_like(glob)], -1)
+    is_global = torch.cat([torch.zeros_like(band), glob], -1)
+    scale = token_scale((is_local | is_global).sum(-1)) if scope.token_scale else None
+    return is_local, is_global, scale
+
+
+def clip_attention(q, k_local, v_local, k_global, v_global, start, left, frames, timesteps, scope):
+    """Rows [start, start+n) of reference_attention, from one clip's queries (b, s, n, d), its local keys
+    (b, s, left + n + right, d) = frames [start-left, start+n+right), and the global keys (b, s, len(G), d)."""
+    b, s, n, d = q.shape
+    right = k_local.shape[2] - left - n
+    w = min(scope.local_window, frames - 1)
+    if not (0 <= start and start + n <= frames):
+        raise ValueError(f"clip [{start}, {start + n}) must lie inside the video of {frames} frames")
+    if left != min(w, start) or right != min(w, frames - start - n):
+        raise ValueError(f"halo (left, right) must be ({min(w, start)}, {min(w, frames - start - n)}), "
+                         f"got ({left}, {right})")
+    if k_global.shape[2] != len(scope.global_indices(frames)):
+        raise ValueError(f"k_global must hold {len(scope.global_indices(frames))} frames, got {k_global.shape[2]}")
+    is_local, is_global, scale = clip_masks(start, n, left, right, frames, scope, q.device)
+    nb, B, S = is_local.shape
+
+    def blocks(x, L):  # (b, s, frames, d) -> (b, nb, s, L, d): nb windows of L frames, stride B (a view)
+        return x.unfold(2, L, B).permute(0, 2, 1, 4, 3)
+
+    # queries: (b, s, nb*B, d) -> (b, nb, s, B, d); s_i scales the logits, i.e. the query rows
+    qb = blocks(F.pad(q, (0, 0, 0, nb * B - n)), B)
+    if scale is not None:
+        qb = qb * scale.to(q.dtype).view(1, nb, 1, B, 1)
+    # keys/values: zero-pad to frames [start - w, start + nb*B + w) (padding is masked), then block j gets the
+    # band [start + j*B - w, start + (j+1)*B + w) as a strided view, followed by all global keys
+    pad = (0, 0, w - left, nb * B + w - n - right)
+    kb = torch.cat([blocks(F.pad(k_local, pad), B + 2 * w), k_global[:, None].expand(b, nb, -1, -1, -1)], 3)
+    vb = torch.cat([blocks(F.pad(v_local, pad), B + 2 * w), v_global[:, None].expand(b, nb, -1, -1, -1)], 3)
+    b_local, b_global = (x.to(q.dtype).expand(b).view(b, 1, 1, 1) for x in scope.biases(timesteps.to(q.device)))
+    mask = torch.where(is_local, b_local, torch.where(is_global, b_global, -math.inf))  # (b, nb, B, S)
+    out = F.scaled_dot_product_attention(qb.reshape(b * nb, s, B, d), kb.reshape(b * nb, s, S, d),
+                                         vb.reshape(b * nb, s, S, d), attn_mask=mask.reshape(b * nb, 1, B, S))
+    return out.view(b, nb, s, B, d).permute(0, 2, 1, 3, 4).reshape(b, s, nb * B, d)[:, :, :n]
+
+
+def plot_scope(frames, ranks, scope, path, px=6):
+    """PNG of K(i): row = query frame, column = key frame, px pixels per frame. White: not attended,
+    blue: local, orange: global, black lines: rank clip boundaries. Returns the (H, W, 3) uint8 image."""
+    import imageio.v3 as iio  # only the plot needs it
+
+    local, glob = (m.numpy() for m in key_sets(frames, scope))
+    img = np.full((frames, frames, 3), 255, dtype=np.uint8)
+    img[local] = (31, 119, 180)
+    img[glob] = (255, 127, 14)
+    img = img.repeat(px, 0).repeat(px, 1)
+    for start, _ in split_frames(frames, ranks)[1:]:
+        img[start * px, :] = 0
+        img[:, start * px] = 0
+    iio.imwrite(path, img)
+    return img

@@ -1,0 +1,215 @@
+"""Check that clip parallelism changes nothing: the same per-rank code, as emulated or real ranks, against one device.
+
+    python simulate.py                               # tiny random VC2 UNet, 48 frames, 1..4 emulated ranks
+    torchrun --nproc_per_node 4 simulate.py          # the same check with real ranks (gloo on CPU, NCCL on GPU)
+
+For each number of ranks N it prints max |clip-parallel - single device| and what each stage sent, and exits
+non-zero if any difference exceeds --tolerance. The single-device run is the same dual-scope math computed the
+obvious way: the whole video on one device, plain GroupNorm and Conv3d, dense masked attention.
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+import torch.nn as nn
+
+import model
+from clip_parallel import STAGES, clip_forward, parallel_temporal_layers, run_ranks, swap, to_sequences, from_sequences
+from dual_scope import DualScope, plot_scope, reference_attention, split_frames
+
+# A VC2-architecture UNet small enough for a laptop: every block kind, the real flags, narrow widths.
+TINY_UNET = dict(
+    in_channels=4, out_channels=4, model_channels=32, attention_resolutions=[4, 2, 1], num_res_blocks=2,
+    channel_mult=[1, 1, 2, 2], num_head_channels=16, context_dim=32, transformer_depth=1, use_linear=True,
+    temporal_conv=True, temporal_attention=True, temporal_selfatt_only=True, use_relative_position=False,
+    use_causal_attention=False, addition_attention=True, fps_cond=True,
+)
+
+
+def randomize(module, seed):
+    """Random weights everywhere, including the layers VC2 zero-initialises, so every temporal path shows."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in module.named_parameters():
+        if p.dim() > 1:
+            p.data = torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5
+        elif name.endswith("weight"):  # norms
+            p.data = 1 + 0.1 * torch.randn(p.shape, generator=g)
+        else:
+            p.data = 0.1 * torch.randn(p.shape, generator=g)
+    return module
+
+
+class DenseDualScopeAttention(nn.Module):
+    """The single-device oracle: dual-scope attention over all frames with a dense (frames x frames) mask."""
+
+    def __init__(self, attn, scope, timesteps):
+        super().__init__()
+        self.attn, self.scope, self.timesteps = attn, scope, timesteps
+
+    def forward(self, x, context=None):  # x: ((b h w), T, c)
+        a, b = self.attn, self.timesteps.shape[0]
+        q, k, v = (to_sequences(f(x), b, a.heads) for f in (a.to_q, a.to_k, a.to_v))
+        return a.to_out(from_sequences(reference_attention(q, k, v, self.timesteps, self.scope), a.heads))
+
+
+def single_device(unet, x, timesteps, context, fps, scope):
+    """The whole video on one device with dual-scope temporal attention: the result clip parallelism must equal."""
+    undo = []
+    for m in unet.modules():
+        if isinstance(m, model.TemporalTransformer):
+            for block in m.transformer_blocks:
+                for name in ("attn1", "attn2"):
+                    undo.append(swap(block, name, DenseDualScopeAttention(getattr(block, name), scope, timesteps)))
+    try:
+        return unet(x, timesteps, context, fps)
+    finally:
+        for u in reversed(undo):
+            u()
+
+
+def emulate(unet, x, timesteps, context, fps, ranks, dual_scope):
+    """N emulated ranks in this process -> (output (b, c, T, h, w), traffic of each rank {stage: [messages, bytes]})."""
+    frames = x.shape[2]
+    clips = split_frames(frames, ranks)
+
+    def rank(comm):
+        start, stop = clips[comm.rank]
+        out = clip_forward(unet, comm, frames, x[:, :, start:stop], timesteps, context, fps)
+        return out, comm.traffic
+
+    with parallel_temporal_layers(unet, dual_scope):
+        results = run_ranks(ranks, rank)
+    return torch.cat([out for out, _ in results], dim=2), [traffic for _, traffic in results]
+
+
+def run_emulated(unet, x, timesteps, context, fps, ranks, dual_scope):
+    """The clip-parallel forward over `ranks` emulated ranks, reassembled: (b, c, T, h, w)."""
+    return emulate(unet, x, timesteps, context, fps, ranks, dual_scope)[0]
+
+
+def rel_diff(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def traffic_table(traffic):
+    rows = [f"    {'rank':>4} " + " ".join(f"{s + ' msgs':>12} {s + ' KiB':>12}" for s in STAGES)]
+    for r, t in enumerate(traffic):
+        rows.append(f"    {r:>4} " + " ".join(f"{t[s][0]:>12} {t[s][1] / 1024:>12.1f}" for s in STAGES))
+    return "\n".join(rows)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--frames", type=int, default=48, help="video length T in latent frames (default 48)")
+    p.add_argument("--ranks", type=int, default=4, help="check every N from 1 to this many emulated ranks "
+                   "(ignored under torchrun, where the world size is N; default 4)")
+    p.add_argument("--local-window", type=int, default=4, help="w: halo frames per side of each attention query (default 4)")
+    p.add_argument("--global-frames", type=int, default=6, help="k: global frames spread over the video (default 6)")
+    p.add_argument("--height", type=int, default=16, help="latent height (image height / 8; default 16)")
+    p.add_argument("--width", type=int, default=16, help="latent width (image width / 8; default 16)")
+    p.add_argument("--timestep", type=int, nargs=2, default=[900, 300],
+                   help="diffusion timesteps of the two batch elements (one per bias phase; default 900 300)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (default 0)")
+    p.add_argument("--checkpoint", help="use real weights: a VC2 model.ckpt or .safetensors (default: tiny random UNet)")
+    p.add_argument("--config", help="JSON model config for --checkpoint (default: VideoCrafter2's sizes)")
+    p.add_argument("--tolerance", type=float, default=1e-5, help="max relative difference allowed (default 1e-5)")
+    p.add_argument("--plot", metavar="PATH", help="also write a PNG of the key frames each query frame attends to")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = p.parse_args(argv)
+    for name in ("frames", "ranks", "height", "width"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.ranks > args.frames:
+        p.error(f"--ranks ({args.ranks}) must not exceed --frames ({args.frames}): every rank needs a frame")
+    for name in ("local_window", "global_frames"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    return args
+
+
+def build(args, device):
+    """The UNet and one batch of inputs (b = 2, one timestep per bias phase), identical on every rank."""
+    if args.checkpoint:
+        unet = model.load_videocrafter2(args.checkpoint, args.config)["unet"]
+    else:
+        unet = randomize(model.UNet(**TINY_UNET), args.seed)
+    unet = unet.eval().to(device)
+    g = torch.Generator().manual_seed(args.seed + 1)
+    ctx_dim = unet.input_blocks[1][-2].transformer_blocks[0].attn2.to_k.in_features
+    x = torch.randn(2, 4, args.frames, args.height, args.width, generator=g)
+    context = torch.randn(2, 77, ctx_dim, generator=g)
+    timesteps = torch.tensor(args.timestep)
+    return unet, x.to(device), timesteps.to(device), context.to(device), 24
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_grad_enabled(False)
+    scope = DualScope(local_window=args.local_window, global_frames=args.global_frames)
+    if "WORLD_SIZE" in os.environ:
+        return main_torchrun(args, scope)
+    unet, x, timesteps, context, fps = build(args, "cpu")
+    reference = single_device(unet, x, timesteps, context, fps, scope)
+    print(f"{args.frames} frames, {args.height}x{args.width} latents, local window {scope.local_window}, "
+          f"{scope.global_frames} global frames, timesteps {args.timestep}")
+    results, ok = [], True
+    for n in range(1, args.ranks + 1):
+        out, traffic = emulate(unet, x, timesteps, context, fps, n, scope)
+        diff = rel_diff(out, reference)
+        ok &= diff <= args.tolerance
+        results.append(dict(ranks=n, max_rel_diff=diff, traffic=traffic))
+        print(f"{n} emulated rank(s): max |clip-parallel - single device| / max|single| = {diff:.2e}"
+              f"  {'ok' if diff <= args.tolerance else 'FAIL'}\n{traffic_table(traffic)}")
+    finish(args, scope, results, ok)
+    return 0 if ok else 1
+
+
+def finish(args, scope, results, ok):
+    if args.plot:
+        plot_scope(args.frames, max(r["ranks"] for r in results), scope, args.plot)
+        print(f"wrote {args.plot}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(settings=vars(args), results=results, ok=ok), f, indent=1)
+    print("all equal within tolerance" if ok else f"FAILED: a difference exceeds {args.tolerance}")
+
+
+def main_torchrun(args, scope):
+    """Real ranks: each runs its clip; rank 0 compares the gathered video with its own single-device run."""
+    import torch.distributed as dist
+
+    from clip_parallel import DistComm, init_distributed
+    device = init_distributed()
+    try:
+        comm = DistComm()
+        unet, x, timesteps, context, fps = build(args, device)
+        if comm.world_size > args.frames:
+            raise SystemExit(f"error: {comm.world_size} ranks need at least as many --frames (got {args.frames})")
+        start, stop = split_frames(args.frames, comm.world_size)[comm.rank]
+        with parallel_temporal_layers(unet, scope):
+            out = clip_forward(unet, comm, args.frames, x[:, :, start:stop].contiguous(), timesteps, context, fps)
+        traffic = comm.traffic
+        pieces = [None] * comm.world_size
+        dist.all_gather_object(pieces, (out.cpu(), traffic))
+        ok = True
+        if comm.rank == 0:
+            video = torch.cat([p[0] for p in pieces], dim=2)
+            reference = single_device(unet, x, timesteps, context, fps, scope).cpu()
+            diff = rel_diff(video, reference)
+            ok = diff <= args.tolerance
+            backend = dist.get_backend()
+            print(f"{comm.world_size} real ranks ({backend}, {device}): max |clip-parallel - single device| / "
+                  f"max|single| = {diff:.2e}  {'ok' if ok else 'FAIL'}\n{traffic_table([p[1] for p in pieces])}")
+            finish(args, scope, [dict(ranks=comm.world_size, backend=backend, max_rel_diff=diff,
+                                      traffic=[p[1] for p in pieces])], ok)
+        ok_all = [None] * comm.world_size
+        dist.all_gather_object(ok_all, ok)
+        return 0 if all(ok_all) else 1
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
