@@ -11,6 +11,7 @@ frame index fastest; only the temporal layers unfold them.
 import functools
 import gzip
 import html
+import json
 import math
 import os
 import re
@@ -619,3 +620,109 @@ class AutoencoderKL(nn.Module):
 
     def decode(self, z):  # z unscaled: the pipeline divides by scale_factor 0.18215 first
         return self.decoder(self.post_quant_conv(z))
+
+
+# -----------------------------------------------------------------------------
+# Loading the released checkpoint
+
+# VC2's sizes (configs/inference_t2v_512_v2.0.yaml); a config of the same form loads tiny test checkpoints.
+VC2_CONFIG = dict(
+    unet=dict(in_channels=4, out_channels=4, model_channels=320, attention_resolutions=[4, 2, 1], num_res_blocks=2,
+              channel_mult=[1, 2, 4, 4], num_head_channels=64, context_dim=1024),
+    vae=dict(ddconfig=dict(double_z=True, z_channels=4, resolution=512, in_channels=3, out_ch=3, ch=128,
+                           ch_mult=[1, 2, 4, 4], num_res_blocks=2, attn_resolutions=[], dropout=0.0), embed_dim=4),
+    text=dict(context_length=77, vocab_size=49408, width=1024, heads=16, layers=24),
+    scale_factor=0.18215,
+)
+PREFIXES = dict(unet="model.diffusion_model.", vae="first_stage_model.", text="cond_stage_model.model.")
+HF_REPO, HF_FILE = "VideoCrafter/VideoCrafter2", "model.ckpt"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the message says which file and why, in one line."""
+
+
+def read_state_dict(path):
+    """A .safetensors file (memory-mapped) or a .ckpt torch pickle, read with weights_only=True (no code runs)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    if path.endswith(".safetensors"):
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {path!r} is truncated or not a safetensors file ({e})") from None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle.UnpicklingError for code-carrying pickles, RuntimeError for non-zip files, ...
+        if "GLOBAL" in str(e):
+            why = next(line for line in str(e).splitlines() if "GLOBAL" in line)
+            raise CheckpointError(f"checkpoint {path!r} would run code when unpickled: refused ({why.strip()})") from None
+        raise CheckpointError(f"checkpoint {path!r} is not a torch checkpoint of plain tensors") from None
+    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"checkpoint {path!r} holds no state_dict of tensors")
+    return sd
+
+
+def cached_safetensors(ckpt_path):
+    """Convert a .ckpt once to fp16 safetensors beside it (written to a temporary name, then renamed)."""
+    from safetensors.torch import save_file
+    cache = os.path.splitext(ckpt_path)[0] + ".fp16.safetensors"
+    if not os.path.exists(cache):
+        sd = read_state_dict(ckpt_path)
+        sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
+        try:
+            save_file(sd, cache + ".tmp")
+            os.replace(cache + ".tmp", cache)
+        except OSError:  # read-only location: use the pickle directly, every time
+            return ckpt_path
+    return cache
+
+
+def download_vc2():
+    from huggingface_hub import hf_hub_download
+    try:
+        return hf_hub_download(HF_REPO, HF_FILE)
+    except Exception as e:  # offline, no cache, gated, ...
+        raise CheckpointError(f"could not download {HF_REPO}/{HF_FILE} and it is not cached ({type(e).__name__}); "
+                              f"download it elsewhere and pass --checkpoint PATH") from None
+
+
+def check_keys(part, module, sd):
+    """Strict key and shape check with a readable message (first few of each problem)."""
+    own = {k: v.shape for k, v in module.state_dict().items()}
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    wrong = sorted(f"{k} {tuple(sd[k].shape)} != {tuple(own[k])}" for k in set(own) & set(sd) if sd[k].shape != own[k])
+    problems = [f"{name}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''} ({len(items)})"
+                for name, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)) if items]
+    if problems:
+        raise CheckpointError(f"checkpoint does not match the {part} config ({PREFIXES[part]}*): " + "; ".join(problems))
+
+
+def load_videocrafter2(source=None, config=None, dtype=torch.float32, device="cpu"):
+    """Build VC2's parts and load their weights -> dict(unet, vae, text, tokenizer, scale_factor, buffers).
+
+    source: a local .ckpt (torch pickle with `state_dict`, cached once as fp16 safetensors beside it) or a
+    .safetensors file; default: the released checkpoint through huggingface_hub. config: a dict (or JSON path)
+    of the form of VC2_CONFIG; default: VideoCrafter2's sizes.
+    """
+    if isinstance(config, str):
+        with open(config) as f:
+            config = json.load(f)
+    config = config or VC2_CONFIG
+    path = source or download_vc2()
+    sd = read_state_dict(cached_safetensors(path) if path.endswith(".ckpt") else path)
+    parts = dict(unet=UNet(**config["unet"]), vae=AutoencoderKL(**config["vae"]), text=TextEncoder(**config["text"]))
+    for name, module in parts.items():
+        own = {k[len(PREFIXES[name]):]: v for k, v in sd.items() if k.startswith(PREFIXES[name])}
+        check_keys(name, module, own)
+        module.load_state_dict({k: v.to(dtype) for k, v in own.items()}, strict=True)
+        parts[name] = module.to(device=device).eval().requires_grad_(False)
+    # the schedule buffers (betas, alphas_cumprod, scale_arr, ...) are plain top-level keys
+    parts["buffers"] = {k: v for k, v in sd.items() if "." not in k}
+    parts["tokenizer"] = Tokenizer()
+    parts["scale_factor"] = config.get("scale_factor", VC2_CONFIG["scale_factor"])
+    return parts

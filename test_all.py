@@ -386,3 +386,81 @@ def test_plot_scope(tmp_path):
     assert len({local, glob, excluded}) == 3 and excluded == (255, 255, 255)
     assert cell(5, 2) == glob and cell(19, 7) == glob and cell(19, 8) == excluded
     assert tuple(img[7 * px, 3]) == (0, 0, 0) and tuple(img[3, 14 * px]) == (0, 0, 0)  # clip boundaries
+
+
+# -----------------------------------------------------------------------------
+# loading checkpoints (model.load_videocrafter2) on a fake checkpoint in the real format
+
+
+def tiny_config():
+    """A load_videocrafter2 config for the tiny fixture models, read from the fixtures (never hard-coded sizes)."""
+    text = fixture_json("text_tiny.json")["open_clip_model_config"]
+    return dict(unet=fixture_json("unet_tiny.json")["unet_config"],
+                vae={k: fixture_json("vae_tiny.json")["params"][k] for k in ("ddconfig", "embed_dim")},
+                text=dict(text["text_cfg"], embed_dim=text["embed_dim"]),
+                scale_factor=fixture_json("ddim_tiny.json")["latent_diffusion_params_from_real_config"]["scale_factor"])
+
+
+@pytest.fixture(scope="session")
+def fake_checkpoint(tmp_path_factory):
+    """model.ckpt as VC2 ships it: a torch pickle whose `state_dict` holds every prefixed key (fp16 here)."""
+    folder = tmp_path_factory.mktemp("ckpt")
+    sd = {}
+    for name in ("unet_tiny", "vae_tiny", "text_tiny"):
+        sd.update(load_file(os.path.join(FIX, name + ".safetensors")))
+    sd["betas"] = torch.linspace(0.1, 0.2, 1000)
+    torch.save({"state_dict": sd, "epoch": 0}, folder / "model.ckpt")
+    with open(folder / "config.json", "w") as f:
+        json.dump(tiny_config(), f)
+    return str(folder / "model.ckpt"), str(folder / "config.json")
+
+
+def test_load_fake_checkpoint_and_cache(fake_checkpoint, tiny_unet):
+    ckpt, config = fake_checkpoint
+    parts = model.load_videocrafter2(ckpt, config)
+    cache = ckpt.replace(".ckpt", ".fp16.safetensors")
+    assert os.path.exists(cache)  # converted once ...
+    again = model.load_videocrafter2(cache, config)  # ... and loadable directly
+    for k, v in tiny_unet.state_dict().items():
+        assert torch.equal(parts["unet"].state_dict()[k], v) and torch.equal(again["unet"].state_dict()[k], v)
+    assert set(parts) >= {"unet", "vae", "text", "tokenizer", "buffers", "scale_factor"}
+    assert parts["buffers"]["betas"].shape == (1000,)
+
+
+def test_load_default_downloads_from_hub(monkeypatch, fake_checkpoint):
+    """The default source is huggingface_hub's VideoCrafter/VideoCrafter2 model.ckpt (faked: no network here)."""
+    import huggingface_hub
+    calls = []
+
+    def fake_download(repo, filename, **kw):
+        calls.append((repo, filename))
+        return fake_checkpoint[0]
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    parts = model.load_videocrafter2(None, fake_checkpoint[1])
+    assert calls == [("VideoCrafter/VideoCrafter2", "model.ckpt")] and parts["unet"] is not None
+
+
+def test_load_rejects_bad_checkpoints(tmp_path, fake_checkpoint):
+    _, config = fake_checkpoint
+    with pytest.raises(model.CheckpointError, match="does not exist"):
+        model.load_videocrafter2(str(tmp_path / "nope.ckpt"), config)
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(model.CheckpointError, match="not a torch checkpoint"):
+        model.load_videocrafter2(str(tmp_path / "junk.ckpt"), config)
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+    torch.save({"state_dict": Evil()}, tmp_path / "evil.ckpt")
+    with pytest.raises(model.CheckpointError, match="refused"):
+        model.load_videocrafter2(str(tmp_path / "evil.ckpt"), config)
+    good = load_file(fake_checkpoint[0].replace(".ckpt", ".fp16.safetensors"))
+    data = open(fake_checkpoint[0].replace(".ckpt", ".fp16.safetensors"), "rb").read()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(model.CheckpointError, match="truncated"):
+        model.load_videocrafter2(str(tmp_path / "cut.safetensors"), config)
+    from safetensors.torch import save_file
+    wrong = {k: v for k, v in good.items() if "time_embed.0" not in k}
+    wrong["model.diffusion_model.out.2.bias"] = torch.zeros(7)
+    save_file(wrong, tmp_path / "wrong.safetensors")
+    with pytest.raises(model.CheckpointError, match=r"unet.*missing: time_embed\.0\.bias.*shape mismatch: out\.2\.bias"):
+        model.load_videocrafter2(str(tmp_path / "wrong.safetensors"), config)
