@@ -293,7 +293,7 @@ class UNet(nn.Module):
         self.out = nn.Sequential(GroupNorm32(32, ch), nn.SiLU(), nn.Conv2d(model_channels, out_channels, 3, padding=1))
 
     def forward(self, x, timesteps, context, fps):
-        """x (b, 4, t, h, w), timesteps (b,) int, context (b, 77, d), fps (b,) int or an int -> (b, 4, t, h, w)."""
+        """x (b, 4, t, h, w), timesteps (b,) int, context (b, 77, d) or (b, t, 77, d), fps (b,) int or int -> like x."""
         b, _, t, _, _ = x.shape
         if isinstance(fps, int):
             fps = torch.full_like(timesteps, fps)
@@ -301,7 +301,9 @@ class UNet(nn.Module):
         emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(dtype))
         emb = emb + self.fps_embedding(timestep_embedding(fps, self.model_channels).to(dtype))
         # every frame gets its video's embedding and text
-        emb, context = emb.repeat_interleave(t, dim=0), context.to(dtype).repeat_interleave(t, dim=0)
+        emb = emb.repeat_interleave(t, dim=0)
+        # context (b, 77, d) is one text per video; (b, t, 77, d) gives each frame its own (multi-prompt videos)
+        context = context.to(dtype).repeat_interleave(t, dim=0) if context.dim() == 3 else context.to(dtype).flatten(0, 1)
         h, skips = fold(x).to(dtype), []
         for i, block in enumerate(self.input_blocks):
             h = block(h, emb, context, b)

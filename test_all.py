@@ -5,12 +5,21 @@ are read from the fixture files, so the same tests run on fixtures made with oth
 """
 import json
 import os
+import random
+import subprocess
+import sys
 
+import imageio.v3 as iio
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import model
+import sample
+import simulate
+from dual_scope import DualScope, clip_attention, clip_masks, plot_scope, reference_attention, split_frames
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIX = os.path.join(HERE, "fixtures")
@@ -82,8 +91,6 @@ def test_unet_rejects_flags_vc2_does_not_use():
         model.UNet(**cfg)
     with pytest.raises(ValueError, match="unknown config key 'bogus'"):
         model.UNet(**dict(cfg, use_scale_shift_norm=False, bogus=1))
-
-
 
 
 def fixture_file(name):
@@ -175,9 +182,6 @@ def test_vae_rejects_unsupported_config():
 # -----------------------------------------------------------------------------
 # clip parallelism (clip_parallel.py, dual_scope.py, simulate.py)
 
-import simulate  # noqa: E402
-from dual_scope import DualScope  # noqa: E402
-
 
 @pytest.mark.parametrize("case", unet_cases())
 @pytest.mark.parametrize("ranks", [2, 3, 4])
@@ -247,16 +251,37 @@ def test_communication_stages(tiny_unet, dual_scope_case):
     assert all(t["stage3"][0] > 0 for t in traffic)
 
 
+def test_simulate_cli_emulated(tmp_path):
+    out = tmp_path / "sim.json"
+    code = simulate.main(["--frames", "11", "--ranks", "3", "--height", "8", "--width", "8", "--local-window", "2",
+                          "--global-frames", "3", "--dtype", "float64", "--json", str(out),
+                          "--plot", str(tmp_path / "scope.png")])
+    res = json.loads(out.read_text())
+    assert code == 0 and res["ok"] and [r["ranks"] for r in res["results"]] == [1, 2, 3]
+    assert all(r["max_rel_diff"] <= 1e-10 for r in res["results"])
+    assert iio.imread(tmp_path / "scope.png").shape[:2] == (66, 66)
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_simulate_real_gloo_ranks(tmp_path, ranks):
+    """Real processes (torchrun, gloo): the gathered clip-parallel video equals the single-device run."""
+    out = tmp_path / "sim.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "simulate.py",
+           "--frames", "11", "--height", "8", "--width", "8", "--local-window", "2", "--global-frames", "3",
+           "--dtype", "float64", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())["results"][0]
+    assert res["ranks"] == ranks and res["backend"] == "gloo" and res["max_rel_diff"] <= 1e-10
+    stage2_pairs = [(r % 2 == 1 and r + 1 < ranks) or (r % 2 == 0 and r >= 2) for r in range(ranks)]  # (1,2),(3,4)..
+    assert [t["stage2"][0] > 0 for t in res["traffic"]] == stage2_pairs
+
+
 # -----------------------------------------------------------------------------
 # dual-scope attention (dual_scope.py)
 
-from dual_scope import DualScope, clip_attention, clip_masks, plot_scope, reference_attention, split_frames  # noqa: E402
-import imageio.v3 as iio  # noqa: E402
-import random  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 T_EARLY_LATE = torch.tensor([900, 100])  # b=2: one element each side of the switch
-
 
 
 def qkv(b, s, T, d, seed=0):
@@ -389,6 +414,117 @@ def test_plot_scope(tmp_path):
 
 
 # -----------------------------------------------------------------------------
+# DDIM sampling as VideoCrafter2 (sample.py)
+
+
+SCHED = json.load(open(os.path.join(FIX, "schedule.json")))
+DDIM = json.load(open(os.path.join(FIX, "ddim_tiny.json")))
+FIELDS = {"ddim_alphas": "alphas", "ddim_alphas_prev": "alphas_prev", "ddim_sigmas": "sigmas",
+          "ddim_sqrt_one_minus_alphas": "sqrt_one_minus_alphas", "ddim_scale_arr": "scale_arr",
+          "ddim_scale_arr_prev": "scale_arr_prev"}
+
+
+def rel_err_np(ours, ref):
+    ours, ref = torch.as_tensor(ours).double(), torch.as_tensor(np.asarray(ref, dtype=np.float64))
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    scale = ref.abs().max().item()
+    return (ours - ref).abs().max().item() / (scale if scale > 0 else 1.0)
+
+
+def sched_kwargs(c=SCHED["config"]):
+    return dict(num_timesteps=c["timesteps"], linear_start=c["linear_start"], linear_end=c["linear_end"],
+                scale_b=c["scale_b"], scale_a=c["scale_a"], mid_step=c["mid_step"])
+
+
+def test_buffers():
+    betas, ac, sa = sample.make_buffers(**sched_kwargs())
+    for name, ours in [("betas", betas), ("alphas_cumprod", ac), ("scale_arr", sa)]:
+        err = rel_err_np(ours, SCHED[name]["values"])
+        print(f"{name}: max rel err {err:.3g}")
+        assert err <= 1e-7, name
+
+
+@pytest.mark.parametrize("cfg", SCHED["ddim"], ids=lambda c: f"S{c['ddim_steps']}-eta{c['ddim_eta']}")
+def test_schedule(cfg):
+    s = sample.make_schedule(cfg["ddim_steps"], cfg["ddim_eta"], **sched_kwargs())
+    assert s.timesteps.tolist() == cfg["ddim_timesteps"]["values"]
+    assert len(s.timesteps) == cfg["num_sampling_steps_actually_run"]
+    for key, field in FIELDS.items():
+        err = rel_err_np(getattr(s, field), cfg[key]["values"])
+        print(f"S={cfg['ddim_steps']} eta={cfg['ddim_eta']} {field}: max rel err {err:.3g}")
+        assert err <= 1e-6, field
+
+
+def test_schedule_all_steps():
+    # The original crashes (IndexError) when the last timestep is 1000; ours drops it.
+    for S in range(1, 1001):
+        s = sample.make_schedule(S, 1.0)
+        ts = s.timesteps
+        c = 1000 // S
+        expect = [t + 1 for t in range(0, 1000, c) if t + 1 < 1000]
+        assert ts.tolist() == expect and ts[0] == 1 and ts[-1] <= 999
+        assert (ts[1:] > ts[:-1]).all()
+        assert torch.isfinite(s.sigmas).all() and (s.sigmas >= 0).all()
+    assert sample.make_schedule(3, 0.0).timesteps.tolist() == [1, 334, 667]
+    for bad in (0, -1, 1001):
+        with pytest.raises(ValueError, match="steps"):
+            sample.make_schedule(bad, 1.0)
+
+
+@pytest.mark.parametrize("run", DDIM["runs"], ids=lambda r: r["tag"])
+def test_ddim_tiny(run):
+    fx = load_file(os.path.join(FIX, "ddim_tiny.safetensors"))
+    tag = run["tag"]
+    kw = sched_kwargs(DDIM["latent_diffusion_params_from_real_config"])
+    s = sample.make_schedule(DDIM["S"], run["ddim_eta"], **kw)
+    expected_t = run["timesteps_in_order"]
+    assert s.timesteps.flip(0).tolist() == expected_t
+    np.testing.assert_allclose(s.sigmas.numpy(), run["ddim_sigmas"], rtol=1e-12)  # index 0 = t=1
+    n = len(expected_t)
+    calls, noise_calls = [], []
+
+    def eps_fn(x, t):
+        j = len(calls)
+        calls.append(t)
+        err = rel_err_np(x, fx[f"{tag}.step{j}.x_in"])
+        print(f"{tag} step{j} t={t} x_in: {err:.3g}")
+        assert err <= 1e-5
+        return fx[f"{tag}.step{j}.e_t_cond"], fx[f"{tag}.step{j}.e_t_uncond"]
+
+    def noise_fn(j, x):
+        noise_calls.append(j)
+        return fx[f"noise.{j}"]
+
+    steps = []
+    x_T = fx["x_T"]
+    x0, pred_last = sample.ddim_sample(eps_fn, x_T, s, DDIM["unconditional_guidance_scale"], noise_fn,
+                                progress=lambda i, total: steps.append((i, total)))
+    assert calls == expected_t and all(type(t) is int for t in calls)
+    assert steps == [(i, n) for i in range(n)]
+    assert noise_calls == ([] if run["ddim_eta"] == 0 else list(range(n)))
+    assert torch.equal(x_T, fx["x_T"])  # input untouched
+
+    # per-step pred_x0 / x_prev: re-run one step at a time from the recorded x_in
+    for j in range(n):
+        sub = sample.make_schedule(DDIM["S"], run["ddim_eta"], **kw)
+        idx = n - 1 - j
+        for f in ("timesteps", "alphas", "alphas_prev", "sigmas", "sqrt_one_minus_alphas",
+                  "scale_arr", "scale_arr_prev"):
+            setattr(sub, f, getattr(sub, f)[idx:idx + 1])
+        e = (fx[f"{tag}.step{j}.e_t_cond"], fx[f"{tag}.step{j}.e_t_uncond"])
+        xp, px = sample.ddim_sample(lambda x, t: e, fx[f"{tag}.step{j}.x_in"], sub,
+                             DDIM["unconditional_guidance_scale"], lambda _, x: fx[f"noise.{j}"])
+        for name, ours in [("pred_x0", px), ("x_prev", xp)]:
+            err = rel_err_np(ours, fx[f"{tag}.step{j}.{name}"])
+            print(f"{tag} step{j} {name}: {err:.3g}")
+            assert err <= 1e-5
+    for name, ours in [("samples", x0), ("pred_x0_last", pred_last)]:
+        err = rel_err_np(ours, fx[f"{tag}.{name}"])
+        print(f"{tag} {name}: {err:.3g}")
+        assert err <= 1e-5
+
+
+# -----------------------------------------------------------------------------
 # loading checkpoints (model.load_videocrafter2) on a fake checkpoint in the real format
 
 
@@ -464,3 +600,91 @@ def test_load_rejects_bad_checkpoints(tmp_path, fake_checkpoint):
     save_file(wrong, tmp_path / "wrong.safetensors")
     with pytest.raises(model.CheckpointError, match=r"unet.*missing: time_embed\.0\.bias.*shape mismatch: out\.2\.bias"):
         model.load_videocrafter2(str(tmp_path / "wrong.safetensors"), config)
+
+
+# -----------------------------------------------------------------------------
+# sample.py end to end
+
+def test_ddim_tiny_pipeline_with_our_models(fake_checkpoint):
+    """The whole tiny pipeline, our text encoder + UNet + sampler + VAE, against the original's DDIM run."""
+    parts = model.load_videocrafter2(*fake_checkpoint)
+    fx = fixture_tensors("ddim_tiny.safetensors")
+    cfg = fixture_json("ddim_tiny.json")
+    cond, uncond = sample.encode_prompts(parts, cfg["prompts"], "cpu")
+    assert rel_err(cond, fx["cond_context"]) <= 1e-4 and rel_err(uncond, fx["uncond_context"]) <= 1e-4
+    run = next(r for r in cfg["runs"] if r["ddim_eta"] > 0)
+    schedule = sample.make_schedule(cfg["S"], run["ddim_eta"])
+    fps = torch.full((2,), cfg["fps"])
+
+    def eps_fn(x, t):
+        out = parts["unet"](torch.cat([x, x]), torch.full((2,), t), torch.cat([cond, uncond]), fps)
+        return out.chunk(2)
+
+    z, _ = sample.ddim_sample(eps_fn, fx["x_T"], schedule, cfg["unconditional_guidance_scale"],
+                              lambda i, x: fx[f"noise.{i}"])
+    assert rel_err(z, fx[f"{run['tag']}.samples"]) <= 1e-3
+    video = parts["vae"].decode(fx[f"{run['tag']}.samples"][0].transpose(0, 1) / parts["scale_factor"])
+    assert rel_err(video, fx[f"{run['tag']}.video"][0].transpose(0, 1)) <= 1e-3
+
+
+def sample_args(fake_checkpoint, out, *extra):
+    ckpt, config = fake_checkpoint
+    return ["--prompt", "a corgi running on the beach", "--prompt", "a cat", "--frames", "13", "--height", "64",
+            "--width", "64", "--steps", "3", "--local-window", "2", "--global-frames", "3", "--checkpoint", ckpt,
+            "--model-config", config, "--out", str(out), "--save-latents", *extra]
+
+
+def test_sample_writes_mp4_and_sidecar(fake_checkpoint, tmp_path):
+    out = tmp_path / "sub" / "video.mp4"  # the folder is created
+    assert sample.main(sample_args(fake_checkpoint, out, "--width", "128", "--emulate", "2")) == 0
+    frames = iio.imread(out)
+    assert frames.shape == (13, 64, 128, 3)
+    side = json.loads((tmp_path / "sub" / "video.json").read_text())
+    assert side["frames_written"] == 13 and side["world_size"] == 2
+    assert side["settings"]["prompt"] == ["a corgi running on the beach", "a cat"] and side["settings"]["seed"] == 0
+    assert set(side["timings"]) >= {"load", "text", "denoise", "decode", "write", "total"}
+    assert sorted(os.listdir(tmp_path / "sub")) == ["video.json", "video.latents.safetensors", "video.mp4"]
+
+
+def test_sample_is_rank_invariant(fake_checkpoint, tmp_path):
+    """--emulate 1, --emulate 3 and 2 real gloo ranks (torchrun) give the same video."""
+    runs = {}
+    for n in (1, 3):
+        assert sample.main(sample_args(fake_checkpoint, tmp_path / f"e{n}.mp4", "--emulate", str(n))) == 0
+        runs[f"emulate {n}"] = load_file(tmp_path / f"e{n}.latents.safetensors")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "sample.py",
+           *sample_args(fake_checkpoint, tmp_path / "t2.mp4")]
+    proc = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs["torchrun 2"] = load_file(tmp_path / "t2.latents.safetensors")
+    one = runs.pop("emulate 1")
+    for name, other in runs.items():
+        assert rel_err(other["latents"], one["latents"]) <= 1e-4, name
+        assert (other["frames"].int() - one["frames"].int()).abs().max() <= 1, name
+    assert one["latents"].shape[0] == 13
+
+
+@pytest.mark.parametrize("ranks", [1, 3])
+def test_multi_prompt_segments(fake_checkpoint, ranks, monkeypatch):
+    """P prompts split the timeline into P equal segments; frame f gets prompt f * P // T, whatever N is."""
+    assert sample.segment_of_frame(10, 3) == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    parts = model.load_videocrafter2(*fake_checkpoint)
+    prompts = ["a corgi", "a red car", "snow"]
+    cond, uncond = sample.encode_prompts(parts, prompts, "cpu")
+    frames, seen = 10, {}
+    real_forward = sample.clip_forward
+
+    def spy(unet, comm, total, x, timesteps, context, fps):
+        start, _ = sample.split_frames(total, comm.world_size)[comm.rank]
+        for i in range(context.shape[1]):
+            seen[start + i] = (context[0, i], context[1, i])
+        return real_forward(unet, comm, total, x, timesteps, context, fps)
+
+    monkeypatch.setattr(sample, "clip_forward", spy)
+    s = sample.Settings(frames=frames, height=64, width=64, steps=1)
+    with sample.parallel_temporal_layers(parts["unet"], DualScope(2, 2)):
+        sample.run_ranks(ranks, lambda comm: sample.generate_clip(comm, parts, s, (cond, uncond), "cpu"))
+    assert sorted(seen) == list(range(frames))
+    for f, (c, u) in seen.items():
+        assert torch.equal(c, cond[f * 3 // frames]) and torch.equal(u, uncond[0])
+    assert not torch.equal(seen[3][0], seen[4][0])  # the boundary between segment 0 and 1 falls at frame 4

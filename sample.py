@@ -1,0 +1,450 @@
+"""Long text-to-video with Video-Infinity: VideoCrafter2 split along time over ranks, dual-scope attention.
+
+    torchrun --nproc_per_node 8 sample.py --prompt "a corgi running on the beach" --frames 2300
+    python sample.py --emulate 3 --checkpoint model.ckpt ...      # N emulated ranks in one process (CPU debugging)
+
+The video depends only on the settings and the seed, never on the number of ranks: every rank runs the same
+DDIM loop on its clip, the temporal layers see the whole video through clip_parallel, and the noise of frame f
+at step s is drawn from a generator keyed by (seed, s, f).
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import model
+from clip_parallel import DistComm, clip_forward, init_distributed, parallel_temporal_layers, run_ranks
+from dual_scope import DualScope, split_frames
+
+log = logging.getLogger("sample")
+
+# -----------------------------------------------------------------------------
+# DDIM sampler (VideoCrafter2: LatentDiffusion.register_schedule with use_scale,
+# DDIMSampler.make_schedule / p_sample_ddim). Numbers match the original bit-for-bit
+# (fixtures: 0 error) by following its dtype path; comments flag the non-obvious parts.
+
+
+def make_buffers(num_timesteps=1000, linear_start=0.00085, linear_end=0.012,
+                 scale_b=0.7, scale_a=1.0, mid_step=400):
+    """The model's float32 buffers: betas, alphas_cumprod, scale_arr."""
+    # "linear" in the LDM family is scaled-linear. torch.linspace (not np.linspace, which
+    # differs in the last bit) in float64, cumprod in float64, then stored as float32.
+    betas = (torch.linspace(linear_start ** 0.5, linear_end ** 0.5, num_timesteps,
+                            dtype=torch.float64) ** 2).numpy()
+    alphas_cumprod = np.cumprod(1.0 - betas, axis=0)
+    # scale_arr ramps scale_a -> scale_b over mid_step steps, then stays at scale_b. The
+    # original (fix_scale_bug=False) appends num_timesteps (not num_timesteps - mid_step)
+    # entries, so it is 1400 long; only indices < num_timesteps are ever read.
+    scale_arr = np.concatenate([np.linspace(scale_a, scale_b, mid_step),
+                                np.full(num_timesteps, scale_b)])
+    f32 = lambda a: torch.tensor(a, dtype=torch.float32)
+    return f32(betas), f32(alphas_cumprod), f32(scale_arr)
+
+
+def _sqrt32(x):
+    # Correctly rounded float32 sqrt, as np.sqrt gives the original. torch's float32 CPU sqrt
+    # (2.13, AVX512) is 1 ulp off for ~20% of inputs; going through float64 is exact.
+    return x.double().sqrt().float()
+
+
+@dataclass
+class Schedule:
+    timesteps: torch.Tensor              # int64, ascending (the original's ddim_timesteps)
+    alphas: torch.Tensor                 # float32, alphas_cumprod[t]
+    alphas_prev: torch.Tensor            # float32 (float64 in the original, same values)
+    sigmas: torch.Tensor                 # float64, as the original computes it
+    sqrt_one_minus_alphas: torch.Tensor  # float32, sqrt(1-a) with 1-a taken in float32
+    scale_arr: torch.Tensor              # float32, scale_arr[t]
+    scale_arr_prev: torch.Tensor         # float32 (float64 in the original, same values)
+
+
+def make_schedule(steps: int, eta: float, num_timesteps=1000, linear_start=0.00085,
+                  linear_end=0.012, scale_b=0.7, scale_a=1.0, mid_step=400) -> Schedule:
+    if not (isinstance(steps, (int, np.integer)) and 1 <= steps <= num_timesteps):
+        raise ValueError(f"steps must be an int in [1, {num_timesteps}], got {steps!r}")
+    _, ac, sa = make_buffers(num_timesteps, linear_start, linear_end, scale_b, scale_a, mid_step)
+    # 'uniform' discretisation: range(0, T, T//S) + 1, so timesteps start at 1 (t=0 is never
+    # a model input) and there are MORE than S of them when T % S != 0 (S=6 -> 7 steps).
+    # When (T-1) % (T//S) == 0 the last one is T itself and the original dies with an
+    # IndexError on the T-long alphas_cumprod (T=1000: S = 3, 9, 27, 36, 37, 101..111,
+    # 251..333, 501..1000). We drop that out-of-range timestep: every other timestep and
+    # parameter is exactly what the original computes, nothing is duplicated (clamping to
+    # T-1 would repeat t=999 for S >= 501), and S=3 runs t = 1, 334, 667.
+    ts = np.arange(0, num_timesteps, num_timesteps // steps, dtype=np.int64) + 1
+    ts = ts[ts < num_timesteps]
+    # alphas_prev of the first step (t=1, the last one run) is alphas_cumprod[0], not 1:
+    # the original never fully removes the last bit of noise. Same for scale_arr_prev.
+    alphas = ac[ts]
+    alphas_prev = torch.cat([ac[:1], ac[ts[:-1]]])
+    # sigmas: eta * sqrt((1-a_prev)/(1-a) * (1-a/a_prev)) with a_prev a float64 ndarray and
+    # a a float32 tensor in the original. ndarray / tensor dispatches to Tensor.__rtruediv__,
+    # i.e. (1-a).reciprocal() * ndarray: the reciprocal is rounded to float32, the rest is
+    # float64. Reproducing this makes sigmas bit-exact (a plain float64 formula is ~1e-8 off).
+    a64, ap64 = alphas.double(), alphas_prev.double()
+    sigmas = eta * torch.sqrt((1 - alphas).reciprocal().double() * (1 - ap64) * (1 - a64 / ap64))
+    return Schedule(
+        timesteps=torch.from_numpy(ts).long(),
+        alphas=alphas,
+        alphas_prev=alphas_prev,
+        sigmas=sigmas,
+        sqrt_one_minus_alphas=_sqrt32(1.0 - alphas),  # 1-a in float32, NOT the model's float64 buffer
+        scale_arr=sa[ts],
+        scale_arr_prev=torch.cat([sa[:1], sa[ts[:-1]]]),
+    )
+
+
+@torch.no_grad()
+def ddim_sample(eps_fn, x_T, schedule, guidance, noise_fn, progress=None):
+    """DDIM with classifier-free guidance (eta from the schedule), temperature 1, no clipping.
+    eps_fn(x, t:int) -> (e_cond, e_uncond); noise_fn(step_index, x) -> noise like x, only called
+    when sigma > 0 (step_index 0 = first, noisiest step); progress(step_index, total) optional.
+    Returns (x_0, pred_x0 of the last step)."""
+    x, pred_x0 = x_T, None
+    total = len(schedule.timesteps)
+    for i in range(total):
+        idx = total - 1 - i  # walk the ascending schedule from the top
+        t = int(schedule.timesteps[idx])
+        e_cond, e_uncond = eps_fn(x, t)
+        e_t = e_uncond + guidance * (e_cond - e_uncond)
+        # The original broadcasts per-step scalars made with torch.full(size, v): float32, so
+        # the float64 sigma is rounded to float32 here and all step maths is float32.
+        a_t, a_prev = schedule.alphas[idx], schedule.alphas_prev[idx]
+        sigma_t = schedule.sigmas[idx].float()
+        sqrt_one_minus_at = schedule.sqrt_one_minus_alphas[idx]
+        pred_x0 = (x - sqrt_one_minus_at * e_t) / _sqrt32(a_t)
+        # use_scale: the model predicts a latent scaled by scale_arr[t]; undo it for x0 and
+        # re-apply the previous step's scale when moving to t_prev.
+        pred_x0 = pred_x0 / schedule.scale_arr[idx]
+        dir_xt = _sqrt32(1.0 - a_prev - sigma_t ** 2) * e_t
+        x_prev = _sqrt32(a_prev) * schedule.scale_arr_prev[idx] * pred_x0 + dir_xt
+        if sigma_t > 0:  # eta=0: sigma*noise is exactly 0, skip drawing it
+            x_prev = x_prev + sigma_t * noise_fn(i, x)
+        x = x_prev
+        if progress is not None:
+            progress(i, total)
+    return x, pred_x0
+
+
+# -----------------------------------------------------------------------------
+# Video-Infinity sampling: one clip per rank
+
+
+def frame_noise(seed, step, frames, shape):
+    """Gaussian noise (1, c, len(frames), h, w) whose frame f depends only on (seed, step, f): rank-independent."""
+    out = []
+    for f in frames:
+        g = torch.Generator().manual_seed(((seed * 1_000_003 + step) * 10_000_019 + f) % 2**63)
+        out.append(torch.randn(shape, generator=g))
+    return torch.stack(out, dim=1)[None]
+
+
+def segment_of_frame(frames, prompts):
+    """P prompts split the timeline into P equal segments: frame f shows prompt f * P // T."""
+    return [f * prompts // frames for f in range(frames)]
+
+
+@dataclass
+class Settings:
+    frames: int
+    height: int
+    width: int
+    steps: int = 50
+    eta: float = 1.0
+    guidance: float = 12.0
+    fps: int = 24
+    seed: int = 0
+    decode_batch: int = 8
+
+
+def generate_clip(comm, parts, s, contexts, device, progress=None):
+    """What one rank does: DDIM over its clip of the video, then VAE decode -> uint8 frames (n, H, W, 3).
+
+    Runs inside parallel_temporal_layers (entered once per process: emulated ranks share one model)."""
+    start, stop = split_frames(s.frames, comm.world_size)[comm.rank]
+    frames, unet = range(start, stop), parts["unet"]
+    cond, uncond = contexts  # (P, 77, d), (1, 77, d)
+    seg = torch.tensor(segment_of_frame(s.frames, len(cond))[start:stop])
+    # cond and uncond as one batch of 2; each frame gets its segment's text: (2, n, 77, d)
+    context = torch.stack([cond[seg], uncond.expand(len(frames), -1, -1)]).to(device)
+    latent = (4, s.height // 8, s.width // 8)  # one frame of the latent video
+    x_T = frame_noise(s.seed, 0, frames, latent).to(device)
+    schedule = make_schedule(s.steps, s.eta)
+
+    def eps_fn(x, t):
+        out = clip_forward(unet, comm, s.frames, torch.cat([x, x]), torch.full((2,), t, device=device), context, s.fps)
+        return out.float().chunk(2)
+
+    def noise_fn(i, x):
+        return frame_noise(s.seed, i + 1, frames, latent).to(device)
+
+    z, _ = ddim_sample(eps_fn, x_T, schedule, s.guidance, noise_fn, progress)
+    t_denoised = time.perf_counter()
+    video = []
+    vae = parts["vae"]
+    z = z[0].transpose(0, 1) / parts["scale_factor"]  # (n, 4, h, w): the VAE is an image model, frames are its batch
+    for i in range(0, len(frames), s.decode_batch):
+        img = vae.decode(z[i:i + s.decode_batch].to(next(vae.parameters()).dtype)).float()
+        video.append(((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1))
+    return torch.cat(video), z * parts["scale_factor"], t_denoised  # frames (n, H, W, 3), latents (n, 4, h, w)
+
+
+def encode_prompts(parts, prompts, device):
+    tokens = parts["tokenizer"](list(prompts) + [""])  # "" is VC2's unconditional prompt
+    ctx = parts["text"](tokens.to(device)).float().cpu()
+    return ctx[:-1], ctx[-1:]
+
+
+def write_atomically(path, write):
+    """write(tmp_path), then rename to path: a failure or Ctrl-C never leaves a half-written file."""
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.partial{ext}"  # keeps the extension: imageio picks the format from it
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_video(path, frames, fps):
+    import imageio.v2 as imageio
+    write_atomically(path, lambda tmp: imageio.mimwrite(tmp, list(frames.cpu().numpy()), fps=fps, codec="libx264",
+                                                        quality=8, macro_block_size=1))
+
+
+# -----------------------------------------------------------------------------
+# Command line
+
+
+class UserError(Exception):
+    """Bad input: reported as one line, no traceback, exit code 2."""
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--prompt", action="append", default=[], help="text prompt; repeat it for a multi-prompt video: "
+      "P prompts split the timeline into P equal segments")
+    a("--prompts", metavar="FILE", help="read the prompts from a text file, one per line (instead of --prompt)")
+    a("--frames", type=int, default=64, help="video length in frames (default 64; the paper's headline: 2300)")
+    a("--height", type=int, default=320, help="video height in pixels, a multiple of 64 (default 320)")
+    a("--width", type=int, default=512, help="video width in pixels, a multiple of 64 (default 512)")
+    a("--steps", type=int, default=50, help="DDIM steps, 1..1000 (default 50)")
+    a("--eta", type=float, default=1.0, help="DDIM eta: 1 adds fresh noise each step, 0 is deterministic (default 1.0)")
+    a("--guidance", type=float, default=12.0, help="classifier-free guidance scale, >= 0 (default 12)")
+    a("--fps", type=int, default=24, help="fps conditioning of the UNet (default 24, as Video-Infinity; VC2 uses 28)")
+    a("--save-fps", type=int, default=8, help="frame rate of the written mp4 (default 8)")
+    a("--seed", type=int, default=0, help="random seed; the video depends on it, not on the number of ranks")
+    a("--local-window", type=int, default=8, help="dual-scope local window w: frames per side (default 8)")
+    a("--global-frames", type=int, default=16, help="dual-scope global frames k spread over the video (default 16)")
+    a("--switch-timestep", type=int, default=800, help="bias phases: t >= this favours global frames, "
+      "below it local ones (default 800)")
+    a("--bias", type=float, default=10.0, help="logit bias of the favoured scope in each phase (default 10)")
+    a("--dtype", choices=["bf16", "fp16", "fp32"], help="model dtype (default bf16 on GPU, fp32 on CPU)")
+    a("--checkpoint", metavar="PATH", help="local VC2 model.ckpt or .safetensors (default: download "
+      "VideoCrafter/VideoCrafter2 model.ckpt from the Hugging Face Hub)")
+    a("--model-config", metavar="PATH", help="JSON model config (default: VideoCrafter2's sizes; see README)")
+    a("--random-weights", action="store_true", help="skip loading: random weights, for benchmarks (makes noise)")
+    a("--emulate", type=int, metavar="N", help="run N emulated ranks in this process (CPU debugging, tests)")
+    a("--decode-batch", type=int, default=8, help="frames per VAE decode call, bounds decode memory (default 8)")
+    a("--out", default="out/video.mp4", help="output mp4; a JSON sidecar with every setting is written "
+      "beside it (default out/video.mp4)")
+    a("--overwrite", action="store_true", help="replace an existing --out file")
+    a("--save-latents", action="store_true", help="also write the final latents (T, 4, h, w) and the exact uint8 "
+      "frames (the mp4 is lossy) to OUT.latents.safetensors, e.g. to compare runs")
+    args = p.parse_args(argv)
+    try:
+        args.prompt = read_prompts(args)
+        check_args(args)
+    except UserError as e:
+        p.error(str(e))
+    return args
+
+
+def read_prompts(args):
+    if args.prompts:
+        if args.prompt:
+            raise UserError("give --prompt or --prompts, not both")
+        try:
+            with open(args.prompts, encoding="utf-8") as f:
+                prompts = [line.strip() for line in f if line.strip()]
+        except OSError as e:
+            raise UserError(f"--prompts: cannot read {args.prompts!r} ({e.strerror})") from None
+        if not prompts:
+            raise UserError(f"--prompts: {args.prompts!r} holds no prompt (expected one per line)")
+        return prompts
+    if not args.prompt:
+        raise UserError("no prompt: give --prompt TEXT (repeatable) or --prompts FILE")
+    return args.prompt
+
+
+def check_args(args):
+    def need(ok, message):
+        if not ok:
+            raise UserError(message)
+    for name in ("height", "width"):
+        v = getattr(args, name)
+        need(v % 64 == 0 and 64 <= v <= 4096, f"--{name} must be a multiple of 64 in 64..4096 (the latent is "
+             f"1/8 of it and the UNet halves it 3 times), got {v}")
+    need(args.frames >= 1, f"--frames must be >= 1, got {args.frames}")
+    need(1 <= args.steps <= 1000, f"--steps must be in 1..1000, got {args.steps}")
+    need(args.guidance >= 0, f"--guidance must be >= 0, got {args.guidance}")
+    need(0 <= args.eta, f"--eta must be >= 0, got {args.eta}")
+    need(args.local_window >= 0, f"--local-window must be >= 0, got {args.local_window}")
+    need(args.global_frames >= 0, f"--global-frames must be >= 0, got {args.global_frames}")
+    need(args.decode_batch >= 1, f"--decode-batch must be >= 1, got {args.decode_batch}")
+    need(args.save_fps >= 1 and args.fps >= 1, "--fps and --save-fps must be >= 1")
+    need(args.emulate is None or args.emulate >= 1, f"--emulate must be >= 1, got {args.emulate}")
+    need(len(args.prompt) <= args.frames, f"{len(args.prompt)} prompts for {args.frames} frames: "
+         "each prompt needs at least one frame")
+    ranks = args.emulate or int(os.environ.get("WORLD_SIZE", 1))
+    need(args.frames >= ranks, f"--frames ({args.frames}) must be >= the number of ranks ({ranks}): "
+         "every rank needs a frame")
+    need(args.out.endswith(".mp4"), f"--out must end in .mp4, got {args.out!r}")
+    if os.path.exists(args.out) and not args.overwrite:
+        raise UserError(f"--out {args.out!r} exists; pass --overwrite to replace it")
+    folder = os.path.dirname(os.path.abspath(args.out))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out: cannot create folder {folder!r} ({e.strerror})") from None
+    need(os.access(folder, os.W_OK), f"--out: folder {folder!r} is not writable")
+
+
+def pick_dtype(args, device):
+    name = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
+    if device.type == "cpu" and name == "fp16":
+        raise UserError("--dtype fp16 is not supported on CPU (use fp32 or bf16)")
+    if device.type == "cuda" and name == "bf16" and not torch.cuda.is_bf16_supported():
+        raise UserError(f"--dtype bf16 is not supported on {torch.cuda.get_device_name(device)} (use fp16)")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def load_parts(args, device, dtype):
+    if args.random_weights:
+        from simulate import randomize
+        config = model.VC2_CONFIG
+        if args.model_config:
+            with open(args.model_config) as f:
+                config = json.load(f)
+        parts = dict(unet=randomize(model.UNet(**config["unet"]), args.seed), vae=model.AutoencoderKL(**config["vae"]),
+                     text=model.TextEncoder(**config["text"]), tokenizer=model.Tokenizer(),
+                     scale_factor=config.get("scale_factor", 0.18215))
+        for k in ("unet", "vae", "text"):
+            parts[k] = parts[k].to(device=device, dtype=dtype).eval().requires_grad_(False)
+        return parts
+    try:
+        return model.load_videocrafter2(args.checkpoint, args.model_config, dtype=dtype, device=device)
+    except model.CheckpointError as e:
+        raise UserError(str(e)) from None
+
+
+def warn_long_prompts(tokenizer, prompts):
+    for p in prompts:
+        n = len(tokenizer.encode(p)) + 2
+        if n > 77:
+            log.warning("prompt %r is %d tokens: truncated to 77, as VideoCrafter2 does", p[:40] + "...", n)
+
+
+def run(args):
+    """Generate and write the video; returns the sidecar dict (rank 0) or None (other ranks)."""
+    real = "WORLD_SIZE" in os.environ and not args.emulate
+    device = init_distributed() if real else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = pick_dtype(args, device)
+    rank0 = not real or torch.distributed.get_rank() == 0
+    timings, t0 = {}, time.perf_counter()
+    parts = load_parts(args, device, dtype)
+    timings["load"] = time.perf_counter() - t0
+    if rank0:
+        warn_long_prompts(parts["tokenizer"], args.prompt)
+    t = time.perf_counter()
+    contexts = encode_prompts(parts, args.prompt, device)
+    timings["text"] = time.perf_counter() - t
+    scope = DualScope(local_window=args.local_window, global_frames=args.global_frames,
+                      switch_timestep=args.switch_timestep, early_bias=(0.0, args.bias), late_bias=(args.bias, 0.0))
+    s = Settings(args.frames, args.height, args.width, args.steps, args.eta, args.guidance, args.fps, args.seed,
+                 args.decode_batch)
+    bar = None
+    if rank0:
+        from tqdm import tqdm
+        bar = tqdm(total=len(make_schedule(s.steps, s.eta).timesteps), desc="denoise", unit="step", file=sys.stderr)
+
+    def progress(i, total):
+        bar.update(1)
+
+    t = time.perf_counter()
+    with parallel_temporal_layers(parts["unet"], scope):
+        if real:
+            comm = DistComm()
+            video, latents, t_denoised = generate_clip(comm, parts, s, contexts, device, progress if rank0 else None)
+            video, latents = gather_to_rank0(video, comm), gather_to_rank0(latents.float(), comm)
+            ranks = comm.world_size
+        else:
+            ranks = args.emulate or 1
+            results = run_ranks(ranks, lambda comm: generate_clip(comm, parts, s, contexts, device,
+                                                                  progress if comm.rank == 0 else None))
+            video, latents = (torch.cat([r[i] for r in results]) for i in (0, 1))
+            t_denoised = results[0][2]
+    if bar is not None:
+        bar.close()
+    timings["denoise"] = t_denoised - t
+    timings["decode"] = time.perf_counter() - t_denoised
+    if not rank0:
+        return None
+    t = time.perf_counter()
+    write_video(args.out, video, args.save_fps)
+    root = os.path.splitext(args.out)[0]
+    if args.save_latents:
+        from safetensors.torch import save_file
+        tensors = {"latents": latents.float().cpu().contiguous(), "frames": video.cpu().contiguous()}
+        write_atomically(root + ".latents.safetensors", lambda tmp: save_file(tensors, tmp))
+    timings["write"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    sidecar = dict(settings=vars(args), world_size=ranks, emulated=not real, device=str(device),
+                   dtype=str(dtype).replace("torch.", ""), frames_written=len(video), timings=timings)
+
+    def dump(tmp):
+        with open(tmp, "w") as f:
+            json.dump(sidecar, f, indent=1)
+    write_atomically(root + ".json", dump)
+    return sidecar
+
+
+def gather_to_rank0(video, comm):
+    """Rank 0 collects every rank's uint8 frames (padded to the longest clip for the collective)."""
+    import torch.distributed as dist
+    sizes = [torch.zeros((), dtype=torch.long, device=video.device) for _ in range(comm.world_size)]
+    dist.all_gather(sizes, torch.tensor(len(video), device=video.device))
+    longest = max(int(n) for n in sizes)
+    padded = torch.cat([video, video.new_zeros((longest - len(video),) + video.shape[1:])])
+    parts = [torch.empty_like(padded) for _ in range(comm.world_size)] if comm.rank == 0 else None
+    dist.gather(padded, parts, dst=0)
+    return torch.cat([p[:int(n)] for p, n in zip(parts, sizes)]) if comm.rank == 0 else None
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    args = parse_args(argv)
+    torch.set_grad_enabled(False)
+    try:
+        sidecar = run(args)
+    except UserError as e:
+        print(f"sample.py: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if sidecar is not None:
+        print(f"wrote {args.out} ({sidecar['frames_written']} frames, {sidecar['world_size']} ranks, "
+              f"{sidecar['timings']['total']:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
