@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -226,8 +227,13 @@ class UserError(Exception):
     """Bad input: reported as one line, no traceback, exit code 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors (bad types, unknown flags) become UserErrors too
+        raise UserError(message)
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     a = p.add_argument
     a("--prompt", action="append", default=[], help="text prompt; repeat it for a multi-prompt video: "
       "P prompts split the timeline into P equal segments")
@@ -259,11 +265,8 @@ def parse_args(argv=None):
     a("--save-latents", action="store_true", help="also write the final latents (T, 4, h, w) and the exact uint8 "
       "frames (the mp4 is lossy) to OUT.latents.safetensors, e.g. to compare runs")
     args = p.parse_args(argv)
-    try:
-        args.prompt = read_prompts(args)
-        check_args(args)
-    except UserError as e:
-        p.error(str(e))
+    args.prompt = read_prompts(args)
+    check_args(args)
     return args
 
 
@@ -314,7 +317,11 @@ def check_args(args):
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
         raise UserError(f"--out: cannot create folder {folder!r} ({e.strerror})") from None
-    need(os.access(folder, os.W_OK), f"--out: folder {folder!r} is not writable")
+    try:  # a real write, checked before any compute (os.access says yes to root even on read-only places)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise UserError(f"--out: folder {folder!r} is not writable ({e.strerror})") from None
 
 
 def pick_dtype(args, device):
@@ -429,14 +436,20 @@ def gather_to_rank0(video, comm):
 
 
 def main(argv=None):
+    """Exit codes: 0 done, 2 bad input (one line on stderr, no traceback), 130 interrupted, 1 a bug (traceback)."""
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    args = parse_args(argv)
     torch.set_grad_enabled(False)
+    rank = int(os.environ.get("RANK", 0))
     try:
+        args = parse_args(argv)
         sidecar = run(args)
     except UserError as e:
-        print(f"sample.py: error: {e}", file=sys.stderr)
+        if rank == 0 or "WORLD_SIZE" not in os.environ or torch.distributed.is_initialized():
+            print(f"sample.py: error: {e} (see --help)", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"sample.py: interrupted (rank {rank}); no output written", file=sys.stderr)
+        return 130
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -537,18 +537,21 @@ def tiny_config():
                 scale_factor=fixture_json("ddim_tiny.json")["latent_diffusion_params_from_real_config"]["scale_factor"])
 
 
-@pytest.fixture(scope="session")
-def fake_checkpoint(tmp_path_factory):
+def make_fake_checkpoint(folder):
     """model.ckpt as VC2 ships it: a torch pickle whose `state_dict` holds every prefixed key (fp16 here)."""
-    folder = tmp_path_factory.mktemp("ckpt")
     sd = {}
     for name in ("unet_tiny", "vae_tiny", "text_tiny"):
         sd.update(load_file(os.path.join(FIX, name + ".safetensors")))
     sd["betas"] = torch.linspace(0.1, 0.2, 1000)
-    torch.save({"state_dict": sd, "epoch": 0}, folder / "model.ckpt")
-    with open(folder / "config.json", "w") as f:
+    torch.save({"state_dict": sd, "epoch": 0}, os.path.join(folder, "model.ckpt"))
+    with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(tiny_config(), f)
-    return str(folder / "model.ckpt"), str(folder / "config.json")
+    return os.path.join(folder, "model.ckpt"), os.path.join(folder, "config.json")
+
+
+@pytest.fixture(scope="session")
+def fake_checkpoint(tmp_path_factory):
+    return make_fake_checkpoint(str(tmp_path_factory.mktemp("ckpt")))
 
 
 def test_load_fake_checkpoint_and_cache(fake_checkpoint, tiny_unet):
@@ -688,3 +691,222 @@ def test_multi_prompt_segments(fake_checkpoint, ranks, monkeypatch):
     for f, (c, u) in seen.items():
         assert torch.equal(c, cond[f * 3 // frames]) and torch.equal(u, uncond[0])
     assert not torch.equal(seen[3][0], seen[4][0])  # the boundary between segment 0 and 1 falls at frame 4
+
+
+# -----------------------------------------------------------------------------
+# bad input and failures (issue: clear errors, no hangs, nothing half-written)
+#
+# Each row: what is wrong, the sample.py arguments, the message expected. `python test_all.py` prints the
+# README's table from these rows by running them, so the README shows the real messages.
+
+ERROR_CASES = [
+    ("checkpoint: missing path", ["--checkpoint", "{tmp}/nope.ckpt"], "does not exist"),
+    ("checkpoint: not a checkpoint", ["--checkpoint", "{tmp}/junk.ckpt"], "is not a torch checkpoint"),
+    ("checkpoint: a pickle that would execute code", ["--checkpoint", "{tmp}/evil.ckpt"],
+     "would run code when unpickled: refused"),
+    ("checkpoint: wrong model (keys, shapes)", ["--checkpoint", "{tmp}/wrong.safetensors"],
+     "does not match the unet config"),
+    ("checkpoint: truncated safetensors", ["--checkpoint", "{tmp}/cut.safetensors"], "is truncated"),
+    ("--height not a multiple of 64", ["--height", "100"], "--height must be a multiple of 64"),
+    ("--width out of range", ["--width", "8192"], "--width must be a multiple of 64 in 64..4096"),
+    ("--frames 0", ["--frames", "0"], "--frames must be >= 1"),
+    ("--frames smaller than the ranks", ["--frames", "2", "--emulate", "3"], "--frames (2) must be >= the number"),
+    ("--steps 0", ["--steps", "0"], "--steps must be in 1..1000"),
+    ("--steps 1001", ["--steps", "1001"], "--steps must be in 1..1000"),
+    ("negative --guidance", ["--guidance", "-1"], "--guidance must be >= 0"),
+    ("negative --local-window", ["--local-window", "-1"], "--local-window must be >= 0"),
+    ("negative --global-frames", ["--global-frames", "-2"], "--global-frames must be >= 0"),
+    ("--dtype fp16 on CPU", ["--dtype", "fp16"], "--dtype fp16 is not supported on CPU"),
+    ("a flag that does not exist", ["--frame", "3"], "unrecognized arguments"),
+    ("no prompt", ["--prompt", None], "no prompt: give --prompt"),
+    ("empty prompt file", ["--prompt", None, "--prompts", "{tmp}/empty.txt"], "holds no prompt"),
+    ("more prompts than frames", ["--frames", "2", "--prompt", "b", "--prompt", "c"], "3 prompts for 2 frames"),
+    ("--out in a folder that cannot be created", ["--out", "{tmp}/junk.ckpt/video.mp4"], "cannot create folder"),
+    ("--out in a folder that is not writable", ["--out", "/proc/video.mp4"], "is not writable"),
+    ("--out exists", ["--out", "{tmp}/exists.mp4"], "exists; pass --overwrite"),
+]
+
+
+def error_inputs(folder, checkpoint):
+    """The bad files the checkpoint rows name, made from a good checkpoint."""
+    folder = str(folder)
+    with open(os.path.join(folder, "junk.ckpt"), "wb") as f:
+        f.write(b"not a checkpoint")
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+    torch.save({"state_dict": Evil()}, os.path.join(folder, "evil.ckpt"))
+    good = model.read_state_dict(checkpoint)
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in good.items() if "time_embed" not in k},
+              os.path.join(folder, "wrong.safetensors"))
+    save_file({k: v.contiguous() for k, v in good.items()}, os.path.join(folder, "full.safetensors"))
+    data = open(os.path.join(folder, "full.safetensors"), "rb").read()
+    with open(os.path.join(folder, "cut.safetensors"), "wb") as f:
+        f.write(data[: len(data) // 2])
+    open(os.path.join(folder, "empty.txt"), "w").close()
+    open(os.path.join(folder, "exists.mp4"), "w").close()
+
+
+def run_error_case(argv, folder, checkpoint, config, capsys):
+    base = ["--prompt", "a", "--frames", "4", "--height", "64", "--width", "64", "--steps", "1",
+            "--checkpoint", checkpoint, "--model-config", config, "--out", f"{folder}/out/video.mp4"]
+    argv = [a.replace("{tmp}", str(folder)) if a else a for a in argv]
+    if argv[:2] == ["--prompt", None]:  # the row drops the default prompt
+        base, argv = base[2:], argv[2:]
+    code = sample.main(base + argv)
+    return code, capsys.readouterr().err
+
+
+def files_under(folder):
+    return sorted(os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs)
+
+
+@pytest.mark.parametrize("what,argv,message", ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
+def test_bad_input_is_one_clear_line(what, argv, message, fake_checkpoint, tmp_path, capsys):
+    error_inputs(tmp_path, fake_checkpoint[0])
+    before = files_under(tmp_path)
+    code, err = run_error_case(argv, tmp_path, *fake_checkpoint, capsys)
+    lines = [line for line in err.splitlines() if line.startswith("sample.py: error:")]
+    assert code == 2 and len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err
+    assert files_under(tmp_path) == before  # nothing written: no mp4, no sidecar, no temporary file
+
+
+def test_no_network_and_nothing_cached(tmp_path):
+    """The default source is the Hub; offline with an empty cache, the message says how to pass a checkpoint."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    proc = subprocess.run([sys.executable, "sample.py", "--prompt", "a", "--frames", "2", "--height", "64",
+                           "--width", "64", "--out", str(tmp_path / "v.mp4")],
+                          cwd=HERE, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "could not download VideoCrafter/VideoCrafter2/model.ckpt" in proc.stderr
+    assert "pass --checkpoint PATH" in proc.stderr and not os.path.exists(tmp_path / "v.mp4")
+
+
+def test_long_prompt_is_truncated_with_a_warning(fake_checkpoint, tmp_path, caplog):
+    long = " ".join(["corgi"] * 90)
+    with caplog.at_level("WARNING"):
+        code = sample.main(sample_args(fake_checkpoint, tmp_path / "v.mp4", "--frames", "3", "--steps", "1",
+                                       "--prompt", long))
+    assert code == 0 and "truncated to 77, as VideoCrafter2 does" in caplog.text
+
+
+def test_short_clips_fall_back_with_a_log_line(fake_checkpoint, tmp_path, caplog):
+    """13 frames over 5 ranks leaves clips of 2: a window of 4 gathers the whole sequence, logged, still exact."""
+    with caplog.at_level("WARNING"):
+        for n in (1, 5):
+            code = sample.main(sample_args(fake_checkpoint, tmp_path / f"v{n}.mp4", "--emulate", str(n),
+                                           "--local-window", "4", "--steps", "2", "--guidance", "1"))
+            assert code == 0
+    assert "exceeds the shortest clip" in caplog.text
+    a, b = (load_file(tmp_path / f"v{n}.latents.safetensors") for n in (1, 5))
+    assert rel_err(b["latents"], a["latents"]) <= 1e-4
+
+
+def test_more_ranks_than_gpus(monkeypatch):
+    import clip_parallel
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    with pytest.raises(SystemExit, match="rank 3 has no GPU: this node has 2; use torchrun --nproc_per_node 2"):
+        clip_parallel.init_distributed()
+
+
+def torchrun(args, tmp_path, script="sample.py", **kw):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", script, *args]
+    return subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_frames_fewer_than_real_ranks(fake_checkpoint, tmp_path):
+    proc = torchrun(["--prompt", "a", "--frames", "1", "--out", str(tmp_path / "v.mp4")], tmp_path)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and err.count("sample.py: error: --frames (1) must be >= the number of ranks (2)") == 1
+    # torchrun adds its own report of the failed workers; none of our code is in a traceback
+    assert 'sample.py", line' not in err and not files_under(tmp_path)
+
+
+def test_a_rank_that_fails_mid_run_stops_every_rank(fake_checkpoint, tmp_path):
+    """Rank 1 raises after its first denoising step: every rank exits non-zero within 60 s, no output file."""
+    script = tmp_path / "fail_rank1.py"
+    script.write_text(
+        "import os, sys\n"
+        f"sys.path.insert(0, {HERE!r})\n"
+        "import sample\n"
+        "real = sample.ddim_sample\n"
+        "def failing(eps_fn, *a, **k):\n"
+        "    def eps(x, t):\n"
+        "        out = eps_fn(x, t)\n"
+        "        if os.environ['RANK'] == '1':\n"
+        "            raise RuntimeError('injected failure on rank 1')\n"
+        "        return out\n"
+        "    return real(eps, *a, **k)\n"
+        "sample.ddim_sample = failing\n"
+        "sys.exit(sample.main())\n")
+    out = tmp_path / "out"
+    import time
+    t0 = time.time()
+    proc = torchrun(sample_args(fake_checkpoint, out / "v.mp4", "--steps", "5"), tmp_path, script=str(script))
+    _, err = proc.communicate(timeout=120)
+    assert time.time() - t0 < 60 and proc.returncode != 0
+    assert "injected failure on rank 1" in err
+    assert not files_under(out)
+
+
+def test_ctrl_c_stops_every_rank_and_leaves_no_files(fake_checkpoint, tmp_path):
+    import signal
+    import time
+    out, log_path = tmp_path / "out", tmp_path / "stderr.txt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "sample.py",
+           *sample_args(fake_checkpoint, out / "v.mp4", "--steps", "200")]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=HERE, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.time() + 90
+        while time.time() < deadline and "denoise:" not in log_path.read_text():  # wait until sampling runs
+            time.sleep(0.5)
+        assert "denoise:" in log_path.read_text()
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: SIGINT to the whole process group
+        t0 = time.time()
+        proc.wait(timeout=60)
+    assert time.time() - t0 < 60 and proc.returncode != 0
+    assert not files_under(out)
+
+
+def test_readme_error_table_is_current():
+    readme = open(os.path.join(HERE, "README.md")).read()
+    assert error_table() in readme
+
+
+def error_table():
+    """The README's table of bad inputs and their messages, made by running every row."""
+    import tempfile
+
+    class Capture:
+        def readouterr(self):
+            import io
+            err = sys.stderr.getvalue()
+            sys.stderr.truncate(0)
+            sys.stderr.seek(0)
+            return type("R", (), {"err": err})()
+    rows = ["| input | message (exit code 2) |", "| --- | --- |"]
+    with tempfile.TemporaryDirectory() as folder:
+        ckpt = make_fake_checkpoint(folder)
+        for what, argv, _ in ERROR_CASES:
+            with tempfile.TemporaryDirectory() as tmp:
+                error_inputs(tmp, ckpt[0])
+                import io
+                real, sys.stderr = sys.stderr, io.StringIO()
+                try:
+                    _, err = run_error_case(argv, tmp, *ckpt, Capture())
+                finally:
+                    sys.stderr = real
+                line = next(x for x in err.splitlines() if x.startswith("sample.py: error:"))
+                line = line.replace(tmp, "<dir>").replace(folder, "<dir>").replace("sample.py: error: ", "")
+                rows.append(f"| {what} | `{line}` |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    print(error_table())
