@@ -560,8 +560,9 @@ def test_load_fake_checkpoint_and_cache(fake_checkpoint, tiny_unet):
     cache = ckpt.replace(".ckpt", ".fp16.safetensors")
     assert os.path.exists(cache)  # converted once ...
     again = model.load_videocrafter2(cache, config)  # ... and loadable directly
+    loaded, cached = parts["unet"].state_dict(), again["unet"].state_dict()
     for k, v in tiny_unet.state_dict().items():
-        assert torch.equal(parts["unet"].state_dict()[k], v) and torch.equal(again["unet"].state_dict()[k], v)
+        assert torch.equal(loaded[k], v) and torch.equal(cached[k], v)
     assert set(parts) >= {"unet", "vae", "text", "tokenizer", "buffers", "scale_factor"}
     assert parts["buffers"]["betas"].shape == (1000,)
 
