@@ -220,11 +220,9 @@ def from_sequences(y, heads):  # inverse of to_sequences
 class ClipAttention(nn.Module):
     """Dual-scope temporal self-attention on a clip: queries of the clip, keys of clip + halo + global frames."""
 
-    warned = False
-
-    def __init__(self, attn, scope):
+    def __init__(self, attn, scope, fallbacks_logged):
         super().__init__()
-        self.attn, self.scope = attn, scope
+        self.attn, self.scope, self.fallbacks_logged = attn, scope, fallbacks_logged  # a set shared by one swap
 
     def forward(self, x, context=None):  # x: ((b h w), n, c), frames of this rank's clip
         comm, clips = STATE.comm, STATE.clips
@@ -236,10 +234,11 @@ class ClipAttention(nn.Module):
             halo_l, halo_r = comm.halo(x, w, dim=1) if w else (None, None)
             local = torch.cat([h for h in (halo_l, x, halo_r) if h is not None], dim=1)
         else:  # some clip is shorter than the halo: gather the whole sequence for this layer (correct, slower)
-            if not ClipAttention.warned and comm.rank == 0:
+            shortest = min(e - s for s, e in clips)
+            if comm.rank == 0 and (w, shortest) not in self.fallbacks_logged:
                 log.warning("local window %d exceeds the shortest clip (%d frames): gathering the whole sequence",
-                            w, min(e - s for s, e in clips))
-                ClipAttention.warned = True
+                            w, shortest)
+                self.fallbacks_logged.add((w, shortest))
             lo, hi = start - left, min(frames, stop + w)
             local = gather_frames(x, 1, list(range(frames)))[:, lo:hi]
         glob = gather_frames(x, 1, self.scope.global_indices(frames))
@@ -260,7 +259,7 @@ def swap(parent, name, new):
 @contextmanager
 def parallel_temporal_layers(unet, scope):
     """Swap the temporal layers of a model.UNet for their clip-parallel forms; restore them on exit."""
-    undo = []
+    undo, fallbacks_logged = [], set()
     for m in list(unet.modules()):
         if isinstance(m, model.TemporalConvBlock):
             for conv in (m.conv1, m.conv2, m.conv3, m.conv4):
@@ -269,8 +268,8 @@ def parallel_temporal_layers(unet, scope):
         elif isinstance(m, model.TemporalTransformer):
             undo.append(swap(m, "norm", ClipGroupNorm(m.norm)))
             for block in m.transformer_blocks:
-                undo += [swap(block, "attn1", ClipAttention(block.attn1, scope)),
-                         swap(block, "attn2", ClipAttention(block.attn2, scope))]
+                undo += [swap(block, "attn1", ClipAttention(block.attn1, scope, fallbacks_logged)),
+                         swap(block, "attn2", ClipAttention(block.attn2, scope, fallbacks_logged))]
     try:
         yield unet
     finally:
