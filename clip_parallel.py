@@ -17,6 +17,7 @@ Pairing even/odd then odd/even keeps every link busy and never waits on a chain 
 With these, the clip-parallel output equals the single-device output for any number of ranks.
 """
 import datetime
+import functools
 import logging
 import os
 import threading
@@ -157,12 +158,17 @@ class RankState(threading.local):
 STATE = RankState()
 
 
+@functools.lru_cache(maxsize=None)
+def index_tensor(indices, device):  # built once per (indices, device): no host-to-device copy in the forward
+    return torch.tensor(indices, dtype=torch.long, device=device)
+
+
 def gather_frames(x, dim, frames):
     """Stage 3: the given video frame indices, gathered from whichever rank owns them (pads to a common size)."""
     comm, clips = STATE.comm, STATE.clips
-    owned = [[f - start for f in frames if start <= f < stop] for start, stop in clips]
+    owned = [tuple(f - start for f in frames if start <= f < stop) for start, stop in clips]
     width = max(len(o) for o in owned)
-    mine = x.index_select(dim, torch.tensor(owned[comm.rank], dtype=torch.long, device=x.device))
+    mine = x.index_select(dim, index_tensor(owned[comm.rank], x.device))
     pad = list(mine.shape)
     pad[dim] = width - mine.shape[dim]
     parts = comm.all_gather("stage3", torch.cat([mine, mine.new_zeros(pad)], dim))
@@ -170,31 +176,56 @@ def gather_frames(x, dim, frames):
 
 
 class ClipGroupNorm(nn.Module):
-    """GroupNorm over (group channels, ALL frames, h, w): per-rank (count, mean, M2) combined exactly (Chan et al.)."""
+    """GroupNorm over (group channels, ALL frames, h, w): per-rank (count, mean, M2) combined exactly (Chan et al.).
+
+    Statistics in >= float32, accumulated inside the reductions (no float32 copy of x); the normalisation is one
+    float32 pass in x's dtype and memory layout (frames-major in the UNet, see model.unfold).
+    """
 
     def __init__(self, norm):
         super().__init__()
         self.norm = norm
 
     def forward(self, x):  # x: (b, c, n, h, w), this rank's clip
-        b, c = x.shape[:2]
+        b, c, n = x.shape[:3]
         g, eps = self.norm.num_groups, self.norm.eps
-        xg = x.to(torch.promote_types(x.dtype, torch.float32)).reshape(b, g, -1)  # statistics in >= float32
-        mean = xg.mean(-1)
-        m2 = (xg - mean[..., None]).square().sum(-1)
-        count = torch.full_like(mean, xg.shape[-1])
+        f32 = torch.promote_types(x.dtype, torch.float32)
+        xg = x.unflatten(1, (g, c // g))
+        dims = tuple(range(2, xg.dim()))
+        count = torch.full((b, g), xg[0, 0].numel(), dtype=f32, device=x.device)
+        mean = xg.sum(dims, dtype=f32) / count
+        # M2 around the mean rounded to x's dtype (deviations: no cancellation), corrected for that rounding
+        m = mean.to(x.dtype)
+        m2 = torch.linalg.vector_norm(xg - m.view(b, g, 1, 1, 1, 1), 2, dims, dtype=f32).square() \
+            - count * (mean - m.to(f32)).square()
         parts = torch.stack(STATE.comm.all_gather("stage3", torch.stack([count, mean, m2])))  # (ranks, 3, b, g)
         counts, means, m2s = parts.unbind(1)
         total = counts.sum(0)
         mean_all = (counts * means).sum(0) / total
         var = (m2s.sum(0) + (counts * (means - mean_all).square()).sum(0)) / total  # biased, as GroupNorm
-        y = (xg - mean_all[..., None]) * torch.rsqrt(var + eps)[..., None]
-        shape = (1, c) + (1,) * (x.dim() - 2)
-        return (y.reshape(x.shape) * self.norm.weight.reshape(shape) + self.norm.bias.reshape(shape)).to(x.dtype)
+        scale = torch.rsqrt(var + eps).repeat_interleave(c // g, 1) * self.norm.weight.to(f32)  # (b, c)
+        shift = self.norm.bias.to(f32) - mean_all.repeat_interleave(c // g, 1) * scale
+        # x * scale + shift per (b, frame, channel) plane, in float32: batch_norm in inference mode (mean 0, var 1,
+        # eps 0) over the planes. native_batch_norm: F.batch_norm may pick cuDNN, not meant for 10^6 channels.
+        xt = x.transpose(1, 2).contiguous()  # (b, n, c, h, w): a view when x is frames-major
+        planes = b * n * c
+
+        def per_plane(v):  # (b, c) -> (b * n * c,)
+            return v[:, None].expand(b, n, c).reshape(planes)
+
+        y = torch.native_batch_norm(xt.view(1, planes, -1), per_plane(scale), per_plane(shift),
+                                    scale.new_zeros(planes), scale.new_ones(planes), False, 0.0, 0.0)[0]
+        return y.view(xt.shape).transpose(1, 2)
 
 
 class HaloConv3d(nn.Module):
-    """Conv3d (3,1,1) on a clip plus one neighbour frame per side; zero frames only at the video's true ends."""
+    """Conv3d (3,1,1) on a clip plus one neighbour frame per side; zero frames only at the video's true ends.
+
+    In frames-major memory the three input frames t-1, t, t+1 of output frame t are adjacent, so the whole
+    convolution is one batched GEMM per batch element: W (c_out, 3 c_in) @ frames [t-1, t+1] as (3 c_in, h w),
+    an overlapping strided view (no copy), batched over t. No layout transposes, float32 accumulation.
+    Inference only (the GEMMs write into one output with out=).
+    """
 
     def __init__(self, conv):
         super().__init__()
@@ -203,8 +234,16 @@ class HaloConv3d(nn.Module):
     def forward(self, x):  # x: (b, c, n, h, w)
         left, right = STATE.comm.halo(x, 1, dim=2)
         zero = x.new_zeros(x[:, :, :1].shape)
-        x = torch.cat([zero if left is None else left, x, zero if right is None else right], dim=2)
-        return F.conv3d(x, self.conv.weight, self.conv.bias)  # no temporal padding: the halo is the padding
+        frames = [zero if left is None else left, x, zero if right is None else right]
+        xp = torch.cat([f.transpose(1, 2) for f in frames], 1).contiguous()  # (b, n+2, c, h, w)
+        b, n, c, h, w = xp.shape[0], xp.shape[1] - 2, *xp.shape[2:]
+        weight = self.conv.weight[..., 0, 0]  # (c_out, c, 3)
+        wmat = weight.transpose(1, 2).reshape(len(weight), 3 * c)  # column k*c + i: tap k, input channel i
+        out = xp.new_empty(b, n, len(weight), h * w)
+        for i in range(b):
+            windows = xp[i].as_strided((n, 3 * c, h * w), (c * h * w, h * w, 1))  # frames t..t+2 of the padded clip
+            torch.baddbmm(self.conv.bias[:, None], wmat.expand(n, -1, -1), windows, out=out[i])
+        return out.view(b, n, -1, h, w).transpose(1, 2)
 
 
 def to_sequences(y, b, heads):  # ((b h w), n, (heads d)) -> (b, (h w heads), n, d): one sequence per position and head
@@ -287,10 +326,12 @@ def clip_forward(unet, comm, frames, x, timesteps, context, fps):
 def run_ranks(ranks, fn):
     """Run fn(comm) -> result on `ranks` emulated ranks (threads); results in rank order. Errors propagate."""
     group, results, errors = EmulatedGroup(ranks), [None] * ranks, []
+    grad = torch.is_grad_enabled()  # grad mode is per thread: the ranks inherit the caller's
 
     def worker(rank):
         try:
-            results[rank] = fn(EmulatedComm(group, rank))
+            with torch.set_grad_enabled(grad):
+                results[rank] = fn(EmulatedComm(group, rank))
         except BaseException as e:  # noqa: B036 - any failure must release the other ranks
             errors.append(e)
             group.barrier.abort()
@@ -298,8 +339,14 @@ def run_ranks(ranks, fn):
     threads = [threading.Thread(target=worker, args=(r,), name=f"rank{r}") for r in range(ranks)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.join()
+    except KeyboardInterrupt:  # Ctrl-C reaches the main thread only: break the barrier so every rank stops
+        group.barrier.abort()
+        for t in threads:
+            t.join()
+        raise
     if errors:  # the first error is the cause; the others are BrokenBarrierErrors it triggered
         raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
     return results

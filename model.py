@@ -25,11 +25,14 @@ import torch.nn.functional as F
 
 
 class GroupNorm32(nn.GroupNorm):
-    """ResBlock / output norms: statistics in float32 whatever the activation dtype, as the original."""
+    """ResBlock / output norms: statistics in float32 whatever the activation dtype, as the original.
+
+    The original casts x to float32 and back; PyTorch's group_norm already computes in float32 for half and
+    bfloat16 inputs (statistics and the normalisation, one rounding at the end), at a third of the memory traffic.
+    """
 
     def forward(self, x):
-        dtype = torch.promote_types(x.dtype, torch.float32)
-        return F.group_norm(x.to(dtype), self.num_groups, self.weight.to(dtype), self.bias.to(dtype), self.eps).to(x.dtype)
+        return F.group_norm(x, self.num_groups, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
 
 
 def timestep_embedding(timesteps, dim, max_period=10000):
@@ -73,12 +76,20 @@ class GEGLU(nn.Module):
 
 
 class FeedForward(nn.Module):
+    chunk_bytes = 2 ** 29  # bound on the GEGLU hidden activations (8x the width) held at once
+
     def __init__(self, dim):
         super().__init__()
         self.net = nn.Sequential(GEGLU(dim, dim * 4), nn.Dropout(0.0), nn.Linear(dim * 4, dim))
 
-    def forward(self, x):
-        return self.net(x)
+    def forward(self, x):  # x: (n, l, c); the rows are independent, so long inputs go through in chunks of rows
+        rows = max(1, self.chunk_bytes // (x[:1].numel() * 8 * x.element_size()))
+        if rows >= len(x):
+            return self.net(x)
+        out = torch.empty_like(x)
+        for i in range(0, len(x), rows):
+            out[i:i + rows] = self.net(x[i:i + rows])
+        return out
 
 
 class TransformerBlock(nn.Module):
@@ -184,7 +195,7 @@ class ResBlock(nn.Module):
         return h if self.temopral_conv is None else fold(self.temopral_conv(unfold(h, b)))
 
 
-def unfold(x, b):  # ((b t), c, h, w) -> (b, c, t, h, w)
+def unfold(x, b):  # ((b t), c, h, w) -> (b, c, t, h, w), a view: memory stays frames-major (b, t, c, h, w)
     return x.unflatten(0, (b, -1)).transpose(1, 2)
 
 
@@ -252,7 +263,7 @@ class UNet(nn.Module):
                 raise ValueError(f"UNet: {name}={value!r} is not supported; VideoCrafter2 uses {VC2_FLAGS[name]!r}")
         if model_channels % 32 or num_head_channels <= 0 or model_channels % num_head_channels:
             raise ValueError("UNet: model_channels must be a multiple of 32 and of num_head_channels")
-        self.model_channels = model_channels
+        self.model_channels, self.context_dim = model_channels, context_dim
         emb_dim = model_channels * 4
         self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.fps_embedding = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))

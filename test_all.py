@@ -200,9 +200,8 @@ def test_clip_parallel_full_window_matches_original(tiny_unet, case, ranks):
 def dual_scope_case(tiny_unet):
     """T = 23 frames (uneven over every N), two batch elements in different bias phases."""
     g = torch.Generator().manual_seed(0)
-    ctx_dim = tiny_unet.input_blocks[1][-2].transformer_blocks[0].attn2.to_k.in_features
     x = torch.randn(2, 4, 23, 8, 8, generator=g)
-    context = torch.randn(2, 77, ctx_dim, generator=g)
+    context = torch.randn(2, 77, tiny_unet.context_dim, generator=g)
     return x, torch.tensor([900, 200]), context, torch.tensor([24, 8])
 
 
@@ -391,7 +390,7 @@ def test_linear_cost():
     for n in (128, 512, 2048):
         is_local, is_global, _ = clip_masks(0, n, 0, 0, n, scope, torch.device("cpu"))
         sizes[n] = is_local.numel()
-        assert is_local.shape == is_global.shape and is_local.shape[-1] == 16 + 2 * 8 + 16
+        assert is_local.shape == is_global.shape and is_local.shape[-1] == 64 + 2 * 8 + 16  # B + 2w + k
     assert sizes[512] < 512 * 512 / 4
     assert sizes[2048] == 4 * sizes[512] == 16 * sizes[128]  # exactly linear: n * (B + 2w + k)
     assert clip_masks.cache_info().hits >= 0 and clip_masks(0, 512, 0, 0, 512, scope, torch.device("cpu"))[0] \
@@ -815,6 +814,14 @@ def test_more_ranks_than_gpus(monkeypatch):
         clip_parallel.init_distributed()
 
 
+def test_bf16_on_a_gpu_without_it(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
+    args = type("Args", (), {"dtype": None})()
+    with pytest.raises(sample.UserError, match="--dtype bf16 is not supported on Tesla V100 \\(use fp16\\)"):
+        sample.pick_dtype(args, torch.device("cuda", 0))
+
+
 def torchrun(args, tmp_path, script="sample.py", **kw):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", script, *args]
     return subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
@@ -908,6 +915,24 @@ def error_table():
     return "\n".join(rows)
 
 
+# -----------------------------------------------------------------------------
+# bench.py
+
+
+def test_bench_tiny(tmp_path):
+    """bench.py --tiny: the tiny UNet on the CPU, every number in the table positive, the precision check passed."""
+    import bench
+    out = tmp_path / "bench.json"
+    bench.main(["--tiny", "--frames-per-gpu", "2", "4", "--warmup", "1", "--iters", "2", "--check-frames", "4",
+                "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert res["matmul_peak_tflops"] > 0 and res["check"]["ok"] and res["check"]["rel_l2_error"] < 1e-5
+    assert [r["frames_per_gpu"] for r in res["rows"]] == [2, 4]
+    for r in res["rows"]:
+        assert all(r[k] > 0 for k in ("ms", "ms_per_frame", "flops", "tflops", "mfu", "peak_gib", "gib_per_frame")), r
+
+
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
     print(error_table())
+

@@ -1,0 +1,292 @@
+"""Forward-pass benchmark of the clip-parallel VideoCrafter2 UNet (random weights), one table per run.
+
+    python bench.py                                  # 1 GPU: n = 24, 128, 288 frames, batch 2 (CFG), 320x512, bf16
+    torchrun --nproc_per_node 2 bench.py             # N GPUs, n frames PER GPU (an N*n-frame video), NCCL
+    python bench.py --tiny --json out.json           # CPU smoke test: the tiny UNet of simulate.py, float32
+    python bench.py --e2e --frames 2300 --steps 30   # end to end through sample.py (random weights), per phase
+
+Per n: ms per forward (median over --iters after --warmup, CUDA events), ms per frame, FLOPs per forward
+(torch.utils.flop_counter on one single-GPU forward at that n), TFLOP/s, MFU against a bf16 matmul peak measured
+here (torch.mm of 8192^3), peak memory (torch.cuda.max_memory_allocated), and under torchrun the same forward
+with no communication (every rank alone on its own n frames, all at once): comm ratio = with / without.
+First a correctness check: the --dtype clip-parallel output against a float32 run of the same weights and
+inputs (float64 when --dtype is float32), relative L2 error, within TOLERANCE (fp16 1e-2, bf16 3e-2).
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+from torch.utils.flop_counter import FlopCounterMode
+
+import model
+from clip_parallel import DistComm, EmulatedComm, EmulatedGroup, clip_forward, init_distributed, parallel_temporal_layers
+from dual_scope import DualScope
+from simulate import TINY_UNET, randomize
+
+# Relative L2 error allowed against the float32 (float64) reference. With random weights the UNet amplifies rounding:
+# fp16 (11-bit mantissa) measures 2.6e-3, bf16 (8-bit) 8x that, 2.1e-2, on an H200 and on the CPU alike, before and
+# after the speed work (BENCH.md): bf16's bound is its precision, not a looser check of the code.
+TOLERANCE = {"float16": 1e-2, "bfloat16": 3e-2, "float32": 1e-5}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--frames-per-gpu", type=int, nargs="+", help="clip lengths n to time (default 24 128 288; "
+                   "--tiny: 4 8)")
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], help="default bfloat16 (--tiny: float32)")
+    p.add_argument("--batch", type=int, default=2, help="batch (2 = classifier-free guidance; default 2)")
+    p.add_argument("--height", type=int, default=40, help="latent height (default 40 = 320 px; --e2e: 8x to sample.py)")
+    p.add_argument("--width", type=int, default=64, help="latent width (default 64 = 512 px; --e2e: 8x to sample.py)")
+    p.add_argument("--timestep", type=int, default=901, help="diffusion timestep (default 901)")
+    p.add_argument("--fps", type=int, default=24, help="fps conditioning (default 24)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed forwards per n (default 2)")
+    p.add_argument("--iters", type=int, default=5, help="timed forwards per n; the median is reported (default 5)")
+    p.add_argument("--check-frames", type=int, default=16, help="frames per GPU of the correctness check "
+                   "(default 16; 0 skips it)")
+    p.add_argument("--tiny", action="store_true", help="tiny UNet (simulate.TINY_UNET) on the CPU, 8x8 latents")
+    p.add_argument("--profile", metavar="PATH", help="write torch.profiler's op table of one forward at the first n")
+    p.add_argument("--e2e", action="store_true", help="end-to-end sampling through sample.py with random weights; "
+                   "arguments bench does not know go to sample.py")
+    p.add_argument("--frames", type=int, default=2300, help="--e2e: video length in latent frames (default 2300)")
+    p.add_argument("--steps", type=int, default=30, help="--e2e: DDIM steps (default 30)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args, extra = p.parse_known_args(argv)
+    if extra and not args.e2e:
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.sample_args = extra
+    if args.tiny:
+        args.height, args.width = min(args.height, 8), min(args.width, 8)
+    args.dtype_given = args.dtype is not None
+    args.frames_per_gpu = args.frames_per_gpu or ([4, 8] if args.tiny else [24, 128, 288])
+    args.dtype = args.dtype or ("float32" if args.tiny else "bfloat16")
+    return args
+
+
+class Timer:
+    """Milliseconds of fn(): CUDA events on a GPU, the host clock on the CPU."""
+
+    def __init__(self, device):
+        self.cuda = device.type == "cuda"
+
+    def __call__(self, fn):
+        if not self.cuda:
+            t = time.perf_counter()
+            fn()
+            return (time.perf_counter() - t) * 1e3
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        return start.elapsed_time(stop)
+
+
+def matmul_peak(device, dtype, timer):
+    """TFLOP/s of a large torch.mm in `dtype` on random data: the ceiling MFU is measured against."""
+    size, reps = (8192, 20) if device.type == "cuda" else (512, 5)
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    out = torch.empty_like(a)
+    for _ in range(3):
+        torch.mm(a, b, out=out)
+    ms = timer(lambda: [torch.mm(a, b, out=out) for _ in range(reps)])
+    return 2 * size ** 3 * reps / (ms * 1e-3) / 1e12
+
+
+def peak_memory_gib(device):
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # CPU: the process's peak RSS (KiB on Linux)
+
+
+def all_reduce(values, op):
+    """Elementwise reduction of a list of floats over the ranks (identity without torchrun)."""
+    if not dist.is_initialized():
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op)
+    return t.tolist()
+
+
+def inputs(args, frames, comm, device, seed):
+    """One batch for the whole video (same on every rank), this rank's clip of it."""
+    g = torch.Generator(device).manual_seed(seed)
+    start = comm.rank * frames // comm.world_size  # clips of equal length: frames is a multiple of the ranks
+    x = torch.randn(args.batch, 4, frames, args.height, args.width, generator=g, device=device)
+    x = x[:, :, start:start + frames // comm.world_size].contiguous()
+    context = torch.randn(args.batch, 77, args.context_dim, generator=g, device=device)
+    return x, torch.full((args.batch,), args.timestep, device=device), context
+
+
+def check(unet, args, comm, device, ref_dtype, dtype):
+    """Relative L2 error of the `dtype` clip-parallel output against `ref_dtype` (same weights, same inputs)."""
+    frames = args.check_frames * comm.world_size
+    x, t, ctx = inputs(args, frames, comm, device, args.seed + 1)
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # a true float32 reference (matmuls are not TF32 by default)
+    try:
+        ref = clip_forward(unet.to(ref_dtype), comm, frames, x.to(ref_dtype), t, ctx.to(ref_dtype), args.fps).double()
+    finally:
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
+    out = clip_forward(unet.to(dtype), comm, frames, x, t, ctx, args.fps).double()
+    err2, ref2, finite = all_reduce([(out - ref).square().sum().item(), ref.square().sum().item(),
+                                     float(not torch.isfinite(out).all())], dist.ReduceOp.SUM)
+    return (err2 / ref2) ** 0.5 if finite == 0 else float("inf")
+
+
+def measure(unet, args, n, comm, solo, device, timer):
+    """Time one n: with this run's communicator, and (under torchrun) each rank alone, all at once."""
+    frames = n * comm.world_size
+    x, t, ctx = inputs(args, frames, comm, device, args.seed + 2)
+    run = lambda c, f: clip_forward(unet, c, f, x, t, ctx, args.fps)  # noqa: E731
+    with FlopCounterMode(display=False) as counter:  # FLOPs of the single-GPU forward at this n
+        run(solo, n)
+    row = dict(frames_per_gpu=n, ranks=comm.world_size, video_frames=frames, flops=counter.get_total_flops())
+
+    def timed(c, f):
+        for _ in range(args.warmup):
+            run(c, f)
+        if dist.is_initialized():
+            dist.barrier()
+        return statistics.median(timer(lambda: run(c, f)) for _ in range(args.iters))
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    row["ms"] = all_reduce([timed(comm, frames)], dist.ReduceOp.MAX)[0]  # the slowest rank sets the pace
+    row["peak_gib"] = all_reduce([peak_memory_gib(device)], dist.ReduceOp.MAX)[0]
+    if comm.world_size > 1:
+        row["solo_ms"] = all_reduce([timed(solo, n)], dist.ReduceOp.MAX)[0]
+        row["comm_ratio"] = row["ms"] / row["solo_ms"]
+    row["ms_per_frame"] = row["ms"] / n
+    row["tflops"] = row["flops"] / (row["ms"] * 1e-3) / 1e12
+    row["gib_per_frame"] = row["peak_gib"] / n
+    return row
+
+
+def table(res):
+    head = (f"{'n/GPU':>6} {'ranks':>5} {'ms/fwd':>9} {'ms/frame':>9} {'TFLOP/fwd':>9} {'TFLOP/s':>8} {'MFU%':>6} "
+            f"{'peak GiB':>9} {'GiB/frame':>9} {'solo ms':>9} {'comm x':>7}")
+    lines = [head]
+    for r in res["rows"]:
+        lines.append(f"{r['frames_per_gpu']:>6} {r['ranks']:>5} {r['ms']:>9.1f} {r['ms_per_frame']:>9.2f} "
+                     f"{r['flops'] / 1e12:>9.2f} {r['tflops']:>8.1f} {100 * r['mfu']:>6.1f} {r['peak_gib']:>9.2f} "
+                     f"{r['gib_per_frame']:>9.4f} {r.get('solo_ms', float('nan')):>9.1f} "
+                     f"{r.get('comm_ratio', float('nan')):>7.3f}")
+    return "\n".join(lines)
+
+
+def e2e(args, extra):
+    """End to end through sample.py (its parse_args and run -> sidecar dict with per-phase timings), random weights.
+
+    Arguments bench does not know are passed on to sample.py (e.g. --model-config, --emulate, --local-window)."""
+    import tempfile
+
+    import sample
+    out = os.path.join(tempfile.mkdtemp(prefix="bench_e2e_"), "video.mp4")
+    argv = ["--random-weights", "--prompt", "a corgi running on the beach", "--frames", str(args.frames),
+            "--steps", str(args.steps), "--seed", str(args.seed), "--height", str(8 * args.height),
+            "--width", str(8 * args.width), "--out", out, *extra]  # bench's sizes are latent, sample.py's pixels
+    if args.dtype_given:
+        argv += ["--dtype", {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[args.dtype]]
+    sidecar = sample.run(sample.parse_args(argv))  # None on ranks other than 0
+    if sidecar is None:
+        return None
+    res = dict(frames=args.frames, steps=args.steps, world_size=sidecar["world_size"], device=sidecar["device"],
+               dtype=sidecar["dtype"], timings_s=sidecar["timings"], argv=argv)
+    res["s_per_step"] = sidecar["timings"]["denoise"] / args.steps
+    print(json.dumps(res, indent=1))
+    return res
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.e2e:
+        res = dict(e2e=e2e(args, args.sample_args))
+        if args.json and res["e2e"] is not None:
+            with open(args.json, "w") as f:
+                json.dump(res, f, indent=1)
+        return res
+    torch.set_grad_enabled(False)
+    torch.backends.cudnn.benchmark = True
+    if "WORLD_SIZE" in os.environ:
+        device = init_distributed()
+        comm = DistComm()
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+        comm = EmulatedComm(EmulatedGroup(1), 0)
+    solo = EmulatedComm(EmulatedGroup(1), 0)  # world size 1: the same code with no communication
+    config = TINY_UNET if args.tiny else model.VC2_CONFIG["unet"]
+    args.context_dim = config["context_dim"]
+    dtype = getattr(torch, args.dtype)
+    ref_dtype = torch.float64 if dtype == torch.float32 else torch.float32
+    timer = Timer(device)
+    try:
+        with torch.device(device):
+            unet = randomize(model.UNet(**config).eval(), args.seed)
+        res = dict(device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                   torch=torch.__version__, dtype=args.dtype, batch=args.batch, latent=[args.height, args.width],
+                   timestep=args.timestep, ranks=comm.world_size, date=time.strftime("%Y-%m-%d"))
+        res["matmul_peak_tflops"] = all_reduce([matmul_peak(device, dtype, timer)], dist.ReduceOp.MIN)[0]
+        with parallel_temporal_layers(unet, DualScope()):
+            if args.check_frames:
+                t0 = time.perf_counter()
+                res["check"] = dict(frames_per_gpu=args.check_frames, reference=str(ref_dtype),
+                                    rel_l2_error=check(unet, args, comm, device, ref_dtype, dtype))
+                res["check"]["ok"] = res["check"]["rel_l2_error"] <= TOLERANCE[args.dtype]
+                res["check"]["seconds"] = time.perf_counter() - t0
+            unet.to(dtype)
+            res["rows"] = []
+            for n in args.frames_per_gpu:
+                t0 = time.perf_counter()
+                row = measure(unet, args, n, comm, solo, device, timer)
+                row["mfu"] = row["tflops"] / res["matmul_peak_tflops"]
+                row["seconds"] = time.perf_counter() - t0
+                res["rows"].append(row)
+                if comm.rank == 0:
+                    print(json.dumps(row), flush=True)
+            if args.profile:
+                profile(unet, args, comm, device, args.profile)
+        if comm.rank == 0:
+            print(f"{res['device']}, torch {res['torch']}, {args.dtype}, batch {args.batch}, latent "
+                  f"{args.height}x{args.width}, {comm.world_size} rank(s); {args.dtype} matmul peak measured "
+                  f"{res['matmul_peak_tflops']:.3g} TFLOP/s")
+            if "check" in res:
+                c = res["check"]
+                print(f"check: {args.dtype} vs {c['reference']} at {c['frames_per_gpu']} frames/GPU: relative L2 "
+                      f"error {c['rel_l2_error']:.2e}  {'ok' if c['ok'] else 'FAIL'} (<= {TOLERANCE[args.dtype]})")
+            print(table(res))
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump(res, f, indent=1)
+        return res
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def profile(unet, args, comm, device, path):
+    """torch.profiler op table (sorted by device time) of one forward at the first n, from rank 0."""
+    n = args.frames_per_gpu[0]
+    x, t, ctx = inputs(args, n * comm.world_size, comm, device, args.seed + 3)
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA]
+                                                          if device.type == "cuda" else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        clip_forward(unet, comm, n * comm.world_size, x, t, ctx, args.fps)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    if comm.rank == 0:
+        key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+        with open(path, "w") as f:
+            f.write(prof.key_averages().table(sort_by=key, row_limit=60, max_name_column_width=70))
+
+
+if __name__ == "__main__":
+    res = main()
+    sys.exit(0 if res.get("check", {}).get("ok", True) else 1)
