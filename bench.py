@@ -199,8 +199,11 @@ def e2e(args, extra):
     if sidecar is None:
         return None
     res = dict(frames=args.frames, steps=args.steps, world_size=sidecar["world_size"], device=sidecar["device"],
-               dtype=sidecar["dtype"], timings_s=sidecar["timings"], argv=argv)
-    res["s_per_step"] = sidecar["timings"]["denoise"] / args.steps
+               dtype=sidecar["dtype"], timings_s=sidecar["timings"], peak_memory_gib_rank0=sidecar["peak_memory_gib"],
+               argv=argv)
+    evals = len(sample.make_schedule(args.steps, sidecar["settings"]["eta"]).timesteps)  # VC2: 30 steps are 31 DDIM steps
+    res.update(unet_evals=evals, s_per_eval=sidecar["timings"]["denoise"] / evals,
+               prompt_to_mp4_s=sidecar["timings"]["total"] - sidecar["timings"]["load"])
     print(json.dumps(res, indent=1))
     return res
 

@@ -415,7 +415,8 @@ def run(args):
     timings["write"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     sidecar = dict(settings=vars(args), world_size=ranks, emulated=not real, device=str(device),
-                   dtype=str(dtype).replace("torch.", ""), frames_written=len(video), timings=timings)
+                   dtype=str(dtype).replace("torch.", ""), frames_written=len(video), timings=timings,
+                   peak_memory_gib=torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None)
 
     def dump(tmp):
         with open(tmp, "w") as f:

@@ -932,6 +932,18 @@ def test_bench_tiny(tmp_path):
         assert all(r[k] > 0 for k in ("ms", "ms_per_frame", "flops", "tflops", "mfu", "peak_gib", "gib_per_frame")), r
 
 
+
+def test_bench_e2e_tiny(fake_checkpoint, tmp_path):
+    """bench.py --e2e: sample.py end to end with random weights (tiny config), per-phase timings in the JSON."""
+    import bench
+    out = tmp_path / "e2e.json"
+    bench.main(["--e2e", "--frames", "6", "--steps", "2", "--height", "8", "--width", "8", "--guidance", "1",
+                "--model-config", fake_checkpoint[1], "--emulate", "2", "--json", str(out)])
+    res = json.loads(out.read_text())["e2e"]
+    assert res["world_size"] == 2 and res["unet_evals"] == 2 and res["s_per_eval"] > 0
+    assert set(res["timings_s"]) >= {"load", "text", "denoise", "decode", "write", "total"}
+    assert res["prompt_to_mp4_s"] == pytest.approx(res["timings_s"]["total"] - res["timings_s"]["load"])
+
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
     print(error_table())
