@@ -53,12 +53,14 @@ class Comm:
             # in stage 1 even ranks look right, odd ranks left; stage 2 the other way round
             side = "right" if (self.rank - offset) % 2 == 0 else "left"
             partner = self.rank + 1 if side == "right" else self.rank - 1
+            if not 0 <= partner < self.world_size:
+                partner = None  # a video end: nothing to send (no copy), but every rank takes part in every stage
             n = x.shape[dim]
             send = x.narrow(dim, n - width, width) if side == "right" else x.narrow(dim, 0, width)
-            got[side] = self.exchange(stage, partner if 0 <= partner < self.world_size else None, send.contiguous())
+            got[side] = self.exchange(stage, partner, None if partner is None else send.contiguous())
         return got["left"], got["right"]
 
-    def exchange(self, stage, partner, tensor):  # -> the partner's tensor of the same shape, or None
+    def exchange(self, stage, partner, tensor):  # -> the partner's tensor of the same shape; None if no partner
         raise NotImplementedError
 
     def all_gather(self, stage, tensor):  # -> list of every rank's tensor (same shapes)
@@ -152,7 +154,7 @@ class EmulatedComm(Comm):
 class RankState(threading.local):
     comm = None  # this rank's Comm
     clips = None  # [(start, stop)] of every rank's clip
-    timesteps = None  # (b,) diffusion timesteps of the current forward
+    timesteps = None  # (b,) diffusion timesteps of the current forward, or (1,) when the batch shares one
 
 
 STATE = RankState()
@@ -164,15 +166,13 @@ def index_tensor(indices, device):  # built once per (indices, device): no host-
 
 
 def gather_frames(x, dim, frames):
-    """Stage 3: the given video frame indices, gathered from whichever rank owns them (pads to a common size)."""
+    """Stage 3: the given video frame indices, gathered from whichever rank owns them. Returns the pieces in frame
+    order (views), for the caller to concatenate with whatever else it needs in one copy."""
     comm, clips = STATE.comm, STATE.clips
     owned = [tuple(f - start for f in frames if start <= f < stop) for start, stop in clips]
-    width = max(len(o) for o in owned)
-    mine = x.index_select(dim, index_tensor(owned[comm.rank], x.device))
-    pad = list(mine.shape)
-    pad[dim] = width - mine.shape[dim]
-    parts = comm.all_gather("stage3", torch.cat([mine, mine.new_zeros(pad)], dim))
-    return torch.cat([p.narrow(dim, 0, len(o)) for p, o in zip(parts, owned)], dim)
+    width = max(len(o) for o in owned)  # all_gather wants one size: pad with copies of frame 0, dropped on arrival
+    mine = x.index_select(dim, index_tensor(owned[comm.rank] + (0,) * (width - len(owned[comm.rank])), x.device))
+    return [p.narrow(dim, 0, len(o)) for p, o in zip(comm.all_gather("stage3", mine), owned)]
 
 
 class ClipGroupNorm(nn.Module):
@@ -246,16 +246,6 @@ class HaloConv3d(nn.Module):
         return out.view(b, n, -1, h, w).transpose(1, 2)
 
 
-def to_sequences(y, b, heads):  # ((b h w), n, (heads d)) -> (b, (h w heads), n, d): one sequence per position and head
-    bhw, n, c = y.shape
-    return y.reshape(b, bhw // b, n, heads, c // heads).permute(0, 1, 3, 2, 4).reshape(b, bhw // b * heads, n, c // heads)
-
-
-def from_sequences(y, heads):  # inverse of to_sequences
-    b, s, n, d = y.shape
-    return y.reshape(b, s // heads, heads, n, d).permute(0, 1, 3, 2, 4).reshape(b * s // heads, n, heads * d)
-
-
 class ClipAttention(nn.Module):
     """Dual-scope temporal self-attention on a clip: queries of the clip, keys of clip + halo + global frames."""
 
@@ -271,22 +261,20 @@ class ClipAttention(nn.Module):
         left = min(w, start)
         if w <= min(e - s for s, e in clips):
             halo_l, halo_r = comm.halo(x, w, dim=1) if w else (None, None)
-            local = torch.cat([h for h in (halo_l, x, halo_r) if h is not None], dim=1)
+            local = [h for h in (halo_l, x, halo_r) if h is not None]
         else:  # some clip is shorter than the halo: gather the whole sequence for this layer (correct, slower)
             shortest = min(e - s for s, e in clips)
             if comm.rank == 0 and (w, shortest) not in self.fallbacks_logged:
                 log.warning("local window %d exceeds the shortest clip (%d frames): gathering the whole sequence",
                             w, shortest)
                 self.fallbacks_logged.add((w, shortest))
-            lo, hi = start - left, min(frames, stop + w)
-            local = gather_frames(x, 1, list(range(frames)))[:, lo:hi]
-        glob = gather_frames(x, 1, self.scope.global_indices(frames))
-        a, b = self.attn, STATE.timesteps.shape[0]
-        q = to_sequences(a.to_q(x), b, a.heads)
-        k_local, v_local = to_sequences(a.to_k(local), b, a.heads), to_sequences(a.to_v(local), b, a.heads)
-        k_glob, v_glob = to_sequences(a.to_k(glob), b, a.heads), to_sequences(a.to_v(glob), b, a.heads)
-        out = clip_attention(q, k_local, v_local, k_glob, v_glob, start, left, frames, STATE.timesteps, self.scope)
-        return a.to_out(from_sequences(out, a.heads))
+            local = [torch.cat(gather_frames(x, 1, list(range(frames))), 1)[:, start - left:min(frames, stop + w)]]
+        # keys/values of the frames [halo | clip | halo | global], projected at once; heads split as strided views
+        keys = torch.cat(local + gather_frames(x, 1, self.scope.global_indices(frames)), dim=1)
+        a = self.attn
+        q, k, v = a.split_heads(a.to_q(x)), a.split_heads(a.to_k(keys)), a.split_heads(a.to_v(keys))
+        out = clip_attention(q, k, v, start, left, frames, STATE.timesteps, self.scope)  # ((b h w), heads, n, d)
+        return a.to_out(out.transpose(1, 2).flatten(2))
 
 
 def swap(parent, name, new):
@@ -318,7 +306,11 @@ def parallel_temporal_layers(unet, scope):
 
 def clip_forward(unet, comm, frames, x, timesteps, context, fps):
     """One rank's UNet forward on its clip x (b, c, n, h, w) of a `frames`-long video, inside parallel_temporal_layers."""
-    STATE.comm, STATE.clips, STATE.timesteps = comm, split_frames(frames, comm.world_size), timesteps
+    STATE.comm, STATE.clips = comm, split_frames(frames, comm.world_size)
+    # sampling shares one timestep over the batch (cond and uncond): then one attention mask serves every batch
+    # element as a broadcast view, not a copy per element (one host sync per forward to find out)
+    t = timesteps.reshape(-1)
+    STATE.timesteps = t[:1] if bool((t == t[0]).all()) else t
     comm.traffic = {s: [0, 0] for s in STAGES}
     return unet(x, timesteps, context, fps)
 

@@ -2,8 +2,9 @@
 K(i) = L(i) ∪ G, its local window L(i) = {j : |i - j| <= w} plus k global frames spread over the whole video,
 with a timestep-dependent logit bias that favours global context early in sampling and local detail late.
 
-Layout, everywhere: q, k, v are (b, s, frames, d): b batch (one diffusion timestep each), s independent
-sequences (spatial positions x heads), d head dim. Attention runs along the frame axis only.
+Layout: q, k, v are (b, s, frames, d): b batch (one diffusion timestep each), s independent sequences (heads),
+d head dim; clip_attention also takes (b*m, s, frames, d), m sequence groups (spatial positions) per batch element,
+as strided views. Attention runs along the frame axis only.
 
 Two computations of the same math: `reference_attention` (whole video, dense, the test oracle) and
 `clip_attention` (what one rank runs on its clip of n frames: cost linear in n, via a gathered band).
@@ -89,15 +90,17 @@ def block_size(n, w):
 def clip_masks(start, n, left, right, frames, scope, device):
     """Boolean structure of the banded layout for queries [start, start+n), cached: it changes only with the split.
 
-    Returns is_local, is_global: (nb, B, B + 2w + g) over [band keys | global keys], and the token scale (nb, B)
-    (None when off). Band column c of block j holds frame start - w + j*B + c.
+    Returns is_local, is_global: (nb, B, L + g) over [band keys | global keys], and the token scale (nb, B)
+    (None when off). Band column c of block j holds frame lo + j*B + c: one block (nb = 1) sees the L = left + n + right
+    frames it was given (lo = start - left); more blocks see bands of L = B + 2w frames, zero-padded (lo = start - w).
     """
     w = min(scope.local_window, frames - 1)  # a wider window sees the same frames
     B = block_size(n, w)
     nb = -(-n // B)
+    lo, L = (start - left, left + n + right) if nb == 1 else (start - w, B + 2 * w)
     rows = start + torch.arange(nb * B, device=device).view(nb, B, 1)  # query frame
     real = rows < start + n  # padding rows (n rounded up to nb*B) are computed and dropped
-    cols = start - w + torch.arange(nb, device=device).view(nb, 1, 1) * B + torch.arange(B + 2 * w, device=device)
+    cols = lo + torch.arange(nb, device=device).view(nb, 1, 1) * B + torch.arange(L, device=device)
     have = (cols >= start - left) & (cols < start + n + right)  # frames we were given (halo ends at the video ends)
     band = have & ((rows - cols).abs() <= w) & real
     band = band | ~real  # padding rows see everything: finite garbage, never an all -inf row (NaN)
@@ -109,39 +112,44 @@ def clip_masks(start, n, left, right, frames, scope, device):
     return is_local, is_global, scale
 
 
-def clip_attention(q, k_local, v_local, k_global, v_global, start, left, frames, timesteps, scope):
-    """Rows [start, start+n) of reference_attention, from one clip's queries (b, s, n, d), its local keys
-    (b, s, left + n + right, d) = frames [start-left, start+n+right), and the global keys (b, s, len(G), d)."""
-    b, s, n, d = q.shape
-    right = k_local.shape[2] - left - n
+def clip_attention(q, k, v, start, left, frames, timesteps, scope):
+    """Rows [start, start+n) of reference_attention, from one clip's queries (N, s, n, d) and its keys and values
+    (N, s, left + n + right + g, d): frames [start-left, start+n+right), then the g global frames G.
+    N = b*m, batch-major, b = len(timesteps) (one timestep may serve the whole batch). Returns (N, s, n, d)."""
+    N, s, n, d = q.shape
+    g = len(scope.global_indices(frames))
+    given = k.shape[2] - g  # local frames
+    right = given - left - n
     w = min(scope.local_window, frames - 1)
     if not (0 <= start and start + n <= frames):
         raise ValueError(f"clip [{start}, {start + n}) must lie inside the video of {frames} frames")
     if left != min(w, start) or right != min(w, frames - start - n):
         raise ValueError(f"halo (left, right) must be ({min(w, start)}, {min(w, frames - start - n)}), "
-                         f"got ({left}, {right})")
-    if k_global.shape[2] != len(scope.global_indices(frames)):
-        raise ValueError(f"k_global must hold {len(scope.global_indices(frames))} frames, got {k_global.shape[2]}")
+                         f"got ({left}, {right}) with {g} global frames")
     is_local, is_global, scale = clip_masks(start, n, left, right, frames, scope, q.device)
     nb, B, S = is_local.shape
+    if scale is not None:  # s_i scales the logits, i.e. the query rows
+        q = q * scale.flatten()[:n].to(q.dtype)[:, None]
+    if nb == 1:  # the clip is one query block (n <= max(w, 64)): dense masked attention on the given views, no copies
+        qb, kb, vb = q, k, v
+    else:  # blocks of B queries (n zero-padded to nb*B), each with its own band of keys: copies, linear in n
 
-    def blocks(x, L):  # (b, s, frames, d) -> (b, nb, s, L, d): nb windows of L frames, stride B (a view)
-        return x.unfold(2, L, B).permute(0, 2, 1, 4, 3)
+        def bands(x):  # (N, s, given + g, d) -> (N*nb, s, S, d), one copy in frames-major memory (as the tokens)
+            # zero-pad the local frames to [start - w, start + nb*B + w) (padding is masked): block j's band
+            # [start + j*B - w, start + (j+1)*B + w) is then a strided view, followed by the g global frames
+            local = F.pad(x[:, :, :given].transpose(1, 2), (0, 0, 0, 0, w - left, nb * B + w - n - right))
+            glob = x[:, :, given:].transpose(1, 2)[:, None].expand(-1, nb, -1, -1, -1)
+            band = local.unfold(1, B + 2 * w, B).permute(0, 1, 4, 2, 3)  # (N, nb, B + 2w, s, d), a view
+            return torch.cat([band, glob], 2).flatten(0, 1).transpose(1, 2)
 
-    # queries: (b, s, nb*B, d) -> (b, nb, s, B, d); s_i scales the logits, i.e. the query rows
-    qb = blocks(F.pad(q, (0, 0, 0, nb * B - n)), B)
-    if scale is not None:
-        qb = qb * scale.to(q.dtype).view(1, nb, 1, B, 1)
-    # keys/values: zero-pad to frames [start - w, start + nb*B + w) (padding is masked), then block j gets the
-    # band [start + j*B - w, start + (j+1)*B + w) as a strided view, followed by all global keys
-    pad = (0, 0, w - left, nb * B + w - n - right)
-    kb = torch.cat([blocks(F.pad(k_local, pad), B + 2 * w), k_global[:, None].expand(b, nb, -1, -1, -1)], 3)
-    vb = torch.cat([blocks(F.pad(v_local, pad), B + 2 * w), v_global[:, None].expand(b, nb, -1, -1, -1)], 3)
-    b_local, b_global = (x.to(q.dtype).expand(b).view(b, 1, 1, 1) for x in scope.biases(timesteps.to(q.device)))
+        qb = F.pad(q.transpose(1, 2), (0, 0, 0, 0, 0, nb * B - n)).reshape(N * nb, B, s, d).transpose(1, 2)
+        kb, vb = bands(k), bands(v)
+    b_local, b_global = (x.to(q.dtype).view(-1, 1, 1, 1) for x in scope.biases(timesteps.to(q.device)))
     mask = torch.where(is_local, b_local, torch.where(is_global, b_global, -math.inf))  # (b, nb, B, S)
-    out = F.scaled_dot_product_attention(qb.reshape(b * nb, s, B, d), kb.reshape(b * nb, s, S, d),
-                                         vb.reshape(b * nb, s, S, d), attn_mask=mask.reshape(b * nb, 1, B, S))
-    return out.view(b, nb, s, B, d).permute(0, 2, 1, 3, 4).reshape(b, s, nb * B, d)[:, :, :n]
+    # one mask row per (sequence, block): a broadcast view for one timestep and one block (sampling), else a copy
+    mask = mask[:, None].expand(len(mask), N // len(mask), nb, B, S).reshape(N * nb, 1, B, S)
+    out = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask)  # (N*nb, s, B, d)
+    return out.unflatten(0, (N, nb)).transpose(1, 2).reshape(N, s, nb * B, d)[:, :, :n]
 
 
 def plot_scope(frames, ranks, scope, path, px=6):

@@ -143,8 +143,8 @@ class TemporalTransformer(nn.Module):
         self.transformer_blocks = nn.ModuleList([TransformerBlock(inner, heads, dim_head)])
         self.proj_out = nn.Linear(inner, channels) if use_linear else nn.Conv1d(inner, channels, 1)
 
-    def project(self, proj, y):  # y: ((b h w), t, c); Conv1d wants channels first
-        return proj(y) if isinstance(proj, nn.Linear) else proj(y.transpose(1, 2)).transpose(1, 2)
+    def project(self, proj, y):  # y: ((b h w), t, c); a kernel-1 Conv1d is a Linear over channels (no transposes)
+        return proj(y) if isinstance(proj, nn.Linear) else F.linear(y, proj.weight[..., 0], proj.bias)
 
     def forward(self, x):  # x: (b, c, t, h, w)
         b, c, t, h, w = x.shape

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 import model
-from clip_parallel import STAGES, clip_forward, parallel_temporal_layers, run_ranks, swap, to_sequences, from_sequences
+from clip_parallel import STAGES, clip_forward, parallel_temporal_layers, run_ranks, swap
 from dual_scope import DualScope, plot_scope, reference_attention, split_frames
 
 # A VC2-architecture UNet small enough for a laptop: every block kind, the real flags, narrow widths.
@@ -43,6 +43,16 @@ def randomize(module, seed):
         else:
             p.data = 0.1 * r
     return module
+
+
+def to_sequences(y, b, heads):  # ((b h w), n, (heads d)) -> (b, (h w heads), n, d): one sequence per position and head
+    bhw, n, c = y.shape
+    return y.reshape(b, bhw // b, n, heads, c // heads).permute(0, 1, 3, 2, 4).reshape(b, bhw // b * heads, n, c // heads)
+
+
+def from_sequences(y, heads):  # inverse of to_sequences
+    b, s, n, d = y.shape
+    return y.reshape(b, s // heads, heads, n, d).permute(0, 1, 3, 2, 4).reshape(b * s // heads, n, heads * d)
 
 
 class DenseDualScopeAttention(nn.Module):

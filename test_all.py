@@ -293,9 +293,8 @@ def run_clip(q, k, v, timesteps, scope, start, n):
     T, w = q.shape[2], min(scope.local_window, q.shape[2] - 1)
     left, right = min(w, start), min(w, T - start - n)
     G = scope.global_indices(T)
-    lo, hi = start - left, start + n + right
-    return clip_attention(q[:, :, start:start + n], k[:, :, lo:hi], v[:, :, lo:hi], k[:, :, G], v[:, :, G],
-                          start, left, T, timesteps, scope)
+    given = list(range(start - left, start + n + right)) + G  # [halo | clip | halo | global frames]
+    return clip_attention(q[:, :, start:start + n], k[:, :, given], v[:, :, given], start, left, T, timesteps, scope)
 
 
 def test_global_indices():
@@ -357,7 +356,8 @@ def test_clip_rejects_wrong_halo():
     q, k, v = qkv(1, 1, 10, 4)
     G = scope.global_indices(10)
     with pytest.raises(ValueError, match="halo"):  # clip [4, 7) needs 2 frames each side, given 1 on the left
-        clip_attention(q[:, :, 4:7], k[:, :, 3:9], v[:, :, 3:9], k[:, :, G], v[:, :, G], 4, 1, 10, T_EARLY_LATE, scope)
+        clip_attention(q[:, :, 4:7], k[:, :, [*range(3, 9), *G]], v[:, :, [*range(3, 9), *G]], 4, 1, 10,
+                       T_EARLY_LATE, scope)
 
 
 def test_dual_scope_is_active_and_reduces_to_full_attention():
