@@ -258,12 +258,11 @@ class ClipAttention(nn.Module):
         start, stop = clips[comm.rank]
         frames = clips[-1][1]
         w = min(self.scope.local_window, frames - 1)  # a wider window sees no more frames
-        left = min(w, start)
-        if w <= min(e - s for s, e in clips):
+        left, shortest = min(w, start), min(e - s for s, e in clips)
+        if w <= shortest:
             halo_l, halo_r = comm.halo(x, w, dim=1) if w else (None, None)
             local = [h for h in (halo_l, x, halo_r) if h is not None]
         else:  # some clip is shorter than the halo: gather the whole sequence for this layer (correct, slower)
-            shortest = min(e - s for s, e in clips)
             if comm.rank == 0 and (w, shortest) not in self.fallbacks_logged:
                 log.warning("local window %d exceeds the shortest clip (%d frames): gathering the whole sequence",
                             w, shortest)

@@ -198,9 +198,13 @@ def test_clip_parallel_full_window_matches_original(tiny_unet, case, ranks):
 
 @pytest.fixture(scope="module")
 def dual_scope_case(tiny_unet):
-    """T = 23 frames (uneven over every N), two batch elements in different bias phases."""
+    """T = 23 frames (uneven over every N), two batch elements in different bias phases.
+
+    16x16 latents, not 8x8: at 8x8 the deepest level is 1x1, where a GroupNorm of a narrow random UNet normalises
+    a couple of numbers with a near-zero variance for some weights and inputs, amplifying float32 rounding to 1e-4
+    in ANY implementation (the single-device float32 run itself is then 5e-5 from float64)."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 4, 23, 8, 8, generator=g)
+    x = torch.randn(2, 4, 23, 16, 16, generator=g)
     context = torch.randn(2, 77, tiny_unet.context_dim, generator=g)
     return x, torch.tensor([900, 200]), context, torch.tensor([24, 8])
 
@@ -630,18 +634,18 @@ def test_ddim_tiny_pipeline_with_our_models(fake_checkpoint):
     assert rel_err(video, fx[f"{run['tag']}.video"][0].transpose(0, 1)) <= 1e-3
 
 
-def sample_args(fake_checkpoint, out, *extra):
+def sample_args(fake_checkpoint, out, *extra):  # 16x16 latents, for the reason in dual_scope_case
     ckpt, config = fake_checkpoint
-    return ["--prompt", "a corgi running on the beach", "--prompt", "a cat", "--frames", "13", "--height", "64",
-            "--width", "64", "--steps", "3", "--local-window", "2", "--global-frames", "3", "--checkpoint", ckpt,
+    return ["--prompt", "a corgi running on the beach", "--prompt", "a cat", "--frames", "13", "--height", "128",
+            "--width", "128", "--steps", "3", "--local-window", "2", "--global-frames", "3", "--checkpoint", ckpt,
             "--model-config", config, "--out", str(out), "--save-latents", *extra]
 
 
 def test_sample_writes_mp4_and_sidecar(fake_checkpoint, tmp_path):
     out = tmp_path / "sub" / "video.mp4"  # the folder is created
-    assert sample.main(sample_args(fake_checkpoint, out, "--width", "128", "--emulate", "2")) == 0
+    assert sample.main(sample_args(fake_checkpoint, out, "--width", "192", "--emulate", "2")) == 0
     frames = iio.imread(out)
-    assert frames.shape == (13, 64, 128, 3)
+    assert frames.shape == (13, 128, 192, 3)
     side = json.loads((tmp_path / "sub" / "video.json").read_text())
     assert side["frames_written"] == 13 and side["world_size"] == 2
     assert side["settings"]["prompt"] == ["a corgi running on the beach", "a cat"] and side["settings"]["seed"] == 0
