@@ -936,7 +936,6 @@ def test_bench_tiny(tmp_path):
         assert all(r[k] > 0 for k in ("ms", "ms_per_frame", "flops", "tflops", "mfu", "peak_gib", "gib_per_frame")), r
 
 
-
 def test_bench_e2e_tiny(fake_checkpoint, tmp_path):
     """bench.py --e2e: sample.py end to end with random weights (tiny config), per-phase timings in the JSON."""
     import bench
@@ -948,7 +947,7 @@ def test_bench_e2e_tiny(fake_checkpoint, tmp_path):
     assert set(res["timings_s"]) >= {"load", "text", "denoise", "decode", "write", "total"}
     assert res["prompt_to_mp4_s"] == pytest.approx(res["timings_s"]["total"] - res["timings_s"]["load"])
 
+
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
     print(error_table())
-
