@@ -188,9 +188,12 @@ class ResBlock(nn.Module):
         # the key is misspelled in the original checkpoint
         self.temopral_conv = TemporalConvBlock(out_channels) if temporal else None
 
-    def forward(self, x, emb, b):  # x: ((b t), c, h, w), emb: ((b t), e)
+    def frame_layers(self, x, emb):  # the per-frame part: x ((b t), c, h, w), emb ((b t), e)
         h = self.in_layers(x) + self.emb_layers(emb).type(x.dtype)[:, :, None, None]
-        h = self.skip_connection(x) + self.out_layers(h)
+        return self.skip_connection(x) + self.out_layers(h)
+
+    def forward(self, x, emb, b):
+        h = self.frame_layers(x, emb)
         # the temporal convs act after the skip addition and keep their own residual
         return h if self.temopral_conv is None else fold(self.temopral_conv(unfold(h, b)))
 
@@ -325,6 +328,27 @@ class UNet(nn.Module):
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb, context, b)
         return unfold(self.out(h), b).to(x.dtype)
+
+
+def compile_frame_layers(unet, backend="inductor"):
+    """torch.compile the layers that see one frame (or token) at a time, in place; for GPUs.
+
+    These hold no communication, so clip parallelism leaves them alone and they compile to whole graphs: Inductor
+    fuses GroupNorm + SiLU, the embedding add, LayerNorms, GEGLU's gelu * x and the residual adds, which run as
+    separate memory-bound kernels in eager mode (BENCH.md, run 5). The temporal layers stay eager: clip_parallel
+    swaps parts of them for communicating modules. The numbers are those of the eager model up to rounding.
+    """
+    config = torch._dynamo.config
+    config.cache_size_limit = max(config.cache_size_limit, 64)  # one graph per (layer shape, dtype), not per module
+    for m in unet.modules():
+        if isinstance(m, ResBlock):
+            m.frame_layers = torch.compile(m.frame_layers, backend=backend)
+        elif isinstance(m, SpatialTransformer):
+            m.forward = torch.compile(m.forward, backend=backend)
+        elif isinstance(m, TemporalTransformer):
+            for block in m.transformer_blocks:
+                block.ff.net = torch.compile(block.ff.net, backend=backend)
+    return unet
 
 # ----------------------------------------------------------------------------
 # CLIP tokenizer (open_clip 2.22.0 SimpleTokenizer + open_clip.tokenize)

@@ -63,6 +63,28 @@ def test_unet_matches_original(tiny_unet, case):
     assert rel_err(out, c["out"]) <= 1e-4
 
 
+def test_compile_frame_layers_keeps_the_numbers(tiny_unet):
+    """The wiring of the --compile path: which layers are compiled, and the same function. backend="eager" traces
+    through dynamo without Inductor's code generation (minutes on a small CPU; bench.py checks Inductor on GPUs)."""
+    unet = model.UNet(**fixture_json("unet_tiny.json")["unet_config"]).eval()
+    unet.load_state_dict(tiny_unet.state_dict())
+    model.compile_frame_layers(unet, backend="eager")
+    mods = list(unet.modules())
+    wrapped = ([m.frame_layers for m in mods if isinstance(m, model.ResBlock)]
+               + [m.forward for m in mods if isinstance(m, model.SpatialTransformer)]
+               + [m.transformer_blocks[0].ff.net for m in mods if isinstance(m, model.TemporalTransformer)])
+    assert wrapped and all(hasattr(f, "_torchdynamo_orig_callable") or
+                                             isinstance(f, torch._dynamo.eval_frame.OptimizedModule) for f in wrapped)
+    c = fixture_tensors("unet_tiny_cases.safetensors", unet_cases()[0] + ".")
+    try:
+        with torch.no_grad():
+            out = unet(c["x"], c["timesteps"], c["context"], c["fps"])
+            assert rel_err(out, tiny_unet(c["x"], c["timesteps"], c["context"], c["fps"])) <= 1e-6
+        assert rel_err(out, c["out"]) <= 1e-4
+    finally:
+        torch._dynamo.reset()
+
+
 def test_unet_fps_int_equals_tensor(tiny_unet):
     c = fixture_tensors("unet_tiny_cases.safetensors", unet_cases()[0] + ".")
     fps = int(c["fps"][0])
