@@ -50,6 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--check-frames", type=int, default=16, help="frames per GPU of the correctness check "
                    "(default 16; 0 skips it)")
     p.add_argument("--tiny", action="store_true", help="tiny UNet (simulate.TINY_UNET) on the CPU, 8x8 latents")
+    p.add_argument("--compile", action="store_true", help="torch.compile the per-frame layers "
+                   "(model.compile_frame_layers) before timing")
     p.add_argument("--profile", metavar="PATH", help="write torch.profiler's op table of one forward at the first n")
     p.add_argument("--e2e", action="store_true", help="end-to-end sampling through sample.py with random weights; "
                    "arguments bench does not know go to sample.py")
@@ -145,7 +147,8 @@ def measure(unet, args, n, comm, solo, device, timer):
     frames = n * comm.world_size
     x, t, ctx = inputs(args, frames, comm, device, args.seed + 2)
     run = lambda c, f: clip_forward(unet, c, f, x, t, ctx, args.fps)  # noqa: E731
-    with FlopCounterMode(display=False) as counter:  # FLOPs of the single-GPU forward at this n
+    # FLOPs of the single-GPU forward at this n, counted on the eager ops
+    with torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False) as counter:
         run(solo, n)
     row = dict(frames_per_gpu=n, ranks=comm.world_size, video_frames=frames, flops=counter.get_total_flops())
 
@@ -193,6 +196,8 @@ def e2e(args, extra):
     argv = ["--random-weights", "--prompt", "a corgi running on the beach", "--frames", str(args.frames),
             "--steps", str(args.steps), "--seed", str(args.seed), "--height", str(8 * args.height),
             "--width", str(8 * args.width), "--out", out, *extra]  # bench's sizes are latent, sample.py's pixels
+    if args.compile:
+        argv.append("--compile")
     if args.dtype_given:
         argv += ["--dtype", {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[args.dtype]]
     sidecar = sample.run(sample.parse_args(argv))  # None on ranks other than 0
@@ -233,9 +238,12 @@ def main(argv=None):
     try:
         with torch.device(device):
             unet = randomize(model.UNet(**config).eval(), args.seed)
+        if args.compile:
+            model.compile_frame_layers(unet)
         res = dict(device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                    torch=torch.__version__, dtype=args.dtype, batch=args.batch, latent=[args.height, args.width],
-                   timestep=args.timestep, ranks=comm.world_size, date=time.strftime("%Y-%m-%d"))
+                   timestep=args.timestep, ranks=comm.world_size, compile=args.compile,
+                   date=time.strftime("%Y-%m-%d"))
         res["matmul_peak_tflops"] = all_reduce([matmul_peak(device, dtype, timer)], dist.ReduceOp.MIN)[0]
         with parallel_temporal_layers(unet, DualScope()):
             if args.check_frames:
@@ -258,7 +266,7 @@ def main(argv=None):
                 profile(unet, args, comm, device, args.profile)
         if comm.rank == 0:
             print(f"{res['device']}, torch {res['torch']}, {args.dtype}, batch {args.batch}, latent "
-                  f"{args.height}x{args.width}, {comm.world_size} rank(s); {args.dtype} matmul peak measured "
+                  f"{args.height}x{args.width}, {comm.world_size} rank(s){', compiled' if args.compile else ''}; {args.dtype} matmul peak measured "
                   f"{res['matmul_peak_tflops']:.3g} TFLOP/s")
             if "check" in res:
                 c = res["check"]

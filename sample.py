@@ -258,6 +258,8 @@ def parse_args(argv=None):
     a("--model-config", metavar="PATH", help="JSON model config (default: VideoCrafter2's sizes; see README)")
     a("--random-weights", action="store_true", help="skip loading: random weights, for benchmarks (makes noise)")
     a("--emulate", type=int, metavar="N", help="run N emulated ranks in this process (CPU debugging, tests)")
+    a("--compile", action="store_true", help="torch.compile the UNet's per-frame layers: 12-13 %% faster "
+      "UNet forwards on an H200 after a one-off compile of about a minute (not with --emulate)")
     a("--decode-batch", type=int, default=8, help="frames per VAE decode call, bounds decode memory (default 8)")
     a("--out", default="out/video.mp4", help="output mp4; a JSON sidecar with every setting is written "
       "beside it (default out/video.mp4)")
@@ -296,6 +298,7 @@ def check_args(args):
         need(v % 64 == 0 and 64 <= v <= 4096, f"--{name} must be a multiple of 64 in 64..4096 (the latent is "
              f"1/8 of it and the UNet halves it 3 times), got {v}")
     need(args.frames >= 1, f"--frames must be >= 1, got {args.frames}")
+    need(not (args.compile and args.emulate), "--compile does not combine with --emulate (emulated ranks are threads)")
     need(1 <= args.steps <= 1000, f"--steps must be in 1..1000, got {args.steps}")
     need(args.guidance >= 0, f"--guidance must be >= 0, got {args.guidance}")
     need(0 <= args.eta, f"--eta must be >= 0, got {args.eta}")
@@ -368,6 +371,8 @@ def run(args):
     rank0 = not real or torch.distributed.get_rank() == 0
     timings, t0 = {}, time.perf_counter()
     parts = load_parts(args, device, dtype)
+    if args.compile:
+        model.compile_frame_layers(parts["unet"])
     timings["load"] = time.perf_counter() - t0
     if rank0:
         warn_long_prompts(parts["tokenizer"], args.prompt)
