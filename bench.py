@@ -266,7 +266,8 @@ def main(argv=None):
                 profile(unet, args, comm, device, args.profile)
         if comm.rank == 0:
             print(f"{res['device']}, torch {res['torch']}, {args.dtype}, batch {args.batch}, latent "
-                  f"{args.height}x{args.width}, {comm.world_size} rank(s){', compiled' if args.compile else ''}; {args.dtype} matmul peak measured "
+                  f"{args.height}x{args.width}, {comm.world_size} rank(s){', compiled' if args.compile else ''}; "
+                  f"{args.dtype} matmul peak measured "
                   f"{res['matmul_peak_tflops']:.3g} TFLOP/s")
             if "check" in res:
                 c = res["check"]
