@@ -259,7 +259,7 @@ def parse_args(argv=None):
     a("--random-weights", action="store_true", help="skip loading: random weights, for benchmarks (makes noise)")
     a("--emulate", type=int, metavar="N", help="run N emulated ranks in this process (CPU debugging, tests)")
     a("--compile", action="store_true", help="torch.compile the UNet's per-frame layers: 12-13 %% faster "
-      "UNet forwards on an H200 after a one-off compile of about a minute (not with --emulate)")
+      "UNet forwards on an H200 after a one-off compile at the first step (not with --emulate)")
     a("--decode-batch", type=int, default=8, help="frames per VAE decode call, bounds decode memory (default 8)")
     a("--out", default="out/video.mp4", help="output mp4; a JSON sidecar with every setting is written "
       "beside it (default out/video.mp4)")

@@ -73,8 +73,8 @@ def test_compile_frame_layers_keeps_the_numbers(tiny_unet):
     wrapped = ([m.frame_layers for m in mods if isinstance(m, model.ResBlock)]
                + [m.forward for m in mods if isinstance(m, model.SpatialTransformer)]
                + [m.transformer_blocks[0].ff.net for m in mods if isinstance(m, model.TemporalTransformer)])
-    assert wrapped and all(hasattr(f, "_torchdynamo_orig_callable") or
-                                             isinstance(f, torch._dynamo.eval_frame.OptimizedModule) for f in wrapped)
+    assert wrapped and all(hasattr(f, "_torchdynamo_orig_callable")  # a compiled function or method
+                           or isinstance(f, torch._dynamo.eval_frame.OptimizedModule) for f in wrapped)
     c = fixture_tensors("unet_tiny_cases.safetensors", unet_cases()[0] + ".")
     try:
         with torch.no_grad():
