@@ -25,7 +25,8 @@ import torch.distributed as dist
 from torch.utils.flop_counter import FlopCounterMode
 
 import model
-from clip_parallel import DistComm, EmulatedComm, EmulatedGroup, clip_forward, init_distributed, parallel_temporal_layers
+from clip_parallel import (DistComm, EmulatedComm, EmulatedGroup, clip_forward, compile_layers, init_distributed,
+                           parallel_temporal_layers)
 from dual_scope import DualScope
 from simulate import TINY_UNET, randomize
 
@@ -50,8 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--check-frames", type=int, default=16, help="frames per GPU of the correctness check "
                    "(default 16; 0 skips it)")
     p.add_argument("--tiny", action="store_true", help="tiny UNet (simulate.TINY_UNET) on the CPU, 8x8 latents")
-    p.add_argument("--compile", action="store_true", help="torch.compile the per-frame layers "
-                   "(model.compile_frame_layers) before timing")
+    p.add_argument("--compile", action="store_true", help="torch.compile the per-frame layers and the clip-parallel "
+                   "arithmetic between communication stages (clip_parallel.compile_layers) before timing")
     p.add_argument("--profile", metavar="PATH", help="write torch.profiler's op table of one forward at the first n")
     p.add_argument("--e2e", action="store_true", help="end-to-end sampling through sample.py with random weights; "
                    "arguments bench does not know go to sample.py")
@@ -239,7 +240,7 @@ def main(argv=None):
         with torch.device(device):
             unet = randomize(model.UNet(**config).eval(), args.seed)
         if args.compile:
-            model.compile_frame_layers(unet)
+            compile_layers(unet)
         res = dict(device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                    torch=torch.__version__, dtype=args.dtype, batch=args.batch, latent=[args.height, args.width],
                    timestep=args.timestep, ranks=comm.world_size, compile=args.compile,

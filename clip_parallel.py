@@ -4,10 +4,11 @@ Spatial layers see one frame at a time, so they run on the local clip untouched.
 layer need context from other clips, and `parallel_temporal_layers` swaps exactly those in an unmodified
 model.UNet (as gpt-fast's tp.py does for tensor parallelism):
 
-  temporal GroupNorm     -> ClipGroupNorm:    statistics of the whole video (stage 3: all-gather of partials)
-  temporal Conv3d (3,1,1)-> HaloConv3d:       one real neighbour frame per side (stages 1 and 2)
-  temporal attention     -> ClipAttention:    dual-scope attention with w halo frames per side (stages 1, 2)
-                                              and the global frames of the whole video (stage 3)
+  TemporalTransformer GroupNorm  -> ClipGroupNorm:    statistics of the whole video (stage 3: all-gather of partials)
+  temporal conv (GroupNorm, SiLU, -> ClipTemporalConv: the same statistics (stage 3), then one real neighbour frame
+    Conv3d (3,1,1))                                    per side for the conv (stages 1 and 2)
+  temporal attention              -> ClipAttention:    dual-scope attention with w halo frames per side (stages 1, 2)
+                                                       and the global frames of the whole video (stage 3)
 
 The three communication stages, by name:
   stage1: pairs (0,1), (2,3), ... swap boundary frames;
@@ -15,6 +16,9 @@ The three communication stages, by name:
   stage3: every rank receives the global frames / GroupNorm partials of every other rank.
 Pairing even/odd then odd/even keeps every link busy and never waits on a chain of ranks (the paper's scheme).
 With these, the clip-parallel output equals the single-device output for any number of ranks.
+
+Between two stages, the arithmetic of ClipGroupNorm and ClipTemporalConv is plain functions of tensors (FUSED):
+eager by default, torch.compile'd into one kernel each by compile_layers (for GPUs).
 """
 import datetime
 import functools
@@ -175,74 +179,116 @@ def gather_frames(x, dim, frames):
     return [p.narrow(dim, 0, len(o)) for p, o in zip(comm.all_gather("stage3", mine), owned)]
 
 
-class ClipGroupNorm(nn.Module):
-    """GroupNorm over (group channels, ALL frames, h, w): per-rank (count, mean, M2) combined exactly (Chan et al.).
+def group_moments(x, groups):
+    """x (b, c, n, h, w) -> (3, b, groups), >= float32: count, mean and M2 (the sum of squared deviations) of each
+    group of channels over this clip's frames and pixels, accumulated inside the reductions (no float32 copy of x)."""
+    b, c = x.shape[:2]
+    f32 = torch.promote_types(x.dtype, torch.float32)
+    xg = x.unflatten(1, (groups, c // groups))
+    dims = tuple(range(2, xg.dim()))
+    count = torch.full((b, groups), xg[0, 0].numel(), dtype=f32, device=x.device)
+    mean = xg.sum(dims, dtype=f32) / count
+    # M2 around the mean rounded to x's dtype (deviations: no cancellation), corrected for that rounding
+    m = mean.to(x.dtype)
+    m2 = torch.linalg.vector_norm(xg - m.view(b, groups, 1, 1, 1, 1), 2, dims, dtype=f32).square() \
+        - count * (mean - m.to(f32)).square()
+    return torch.stack([count, mean, m2])
 
-    Statistics in >= float32, accumulated inside the reductions (no float32 copy of x); the normalisation is one
-    float32 pass in x's dtype and memory layout (frames-major in the UNet, see model.unfold).
+
+def normalize(x, scale, shift):
+    """x (b, c, n, h, w), frames-major -> x * scale + shift per (b, frame, channel) plane, computed in float32, in x's
+    dtype, as a contiguous (b, n, c, h, w): batch_norm in inference mode (mean 0, var 1, eps 0) over the planes,
+    one pass. native_batch_norm: F.batch_norm may pick cuDNN, not meant for 10^6 channels."""
+    b, c, n = x.shape[:3]
+    xt = x.transpose(1, 2).contiguous()  # (b, n, c, h, w): a view, as x is frames-major
+    planes = b * n * c
+
+    def per_plane(v):  # (b, c) -> (b * n * c,)
+        return v[:, None].expand(b, n, c).reshape(planes)
+
+    y = torch.native_batch_norm(xt.view(1, planes, -1), per_plane(scale), per_plane(shift),
+                                scale.new_zeros(planes), scale.new_ones(planes), False, 0.0, 0.0)[0]
+    return y.view(xt.shape)
+
+
+def normalize_tokens(x, scale, shift):  # -> (b, c, n, h, w) in token-major memory (b, h, w, n, c)
+    return normalize(x, scale, shift).permute(0, 3, 4, 1, 2).contiguous().permute(0, 4, 3, 1, 2)
+
+
+def normalize_silu(x, scale, shift):  # -> (b, n, c, h, w): SiLU of the normalized x
+    return F.silu(normalize(x, scale, shift), inplace=True)
+
+
+FUSED = ("group_moments", "normalize_tokens", "normalize_silu")  # what compile_layers compiles
+
+
+def video_group_norm(x, norm):
+    """GroupNorm over (group channels, ALL frames, h, w) of x (b, c, n, h, w), this rank's clip, as a float32
+    (scale, shift) per (b, channel): per-rank moments all-gathered (stage 3), combined exactly (Chan et al.)."""
+    c, g = x.shape[1], norm.num_groups
+    parts = torch.stack(STATE.comm.all_gather("stage3", group_moments(x, g)))  # (ranks, 3, b, g)
+    counts, means, m2s = parts.unbind(1)
+    total = counts.sum(0)
+    mean_all = (counts * means).sum(0) / total
+    var = (m2s.sum(0) + (counts * (means - mean_all).square()).sum(0)) / total  # biased, as GroupNorm
+    f32 = var.dtype
+    scale = torch.rsqrt(var + norm.eps).repeat_interleave(c // g, 1) * norm.weight.to(f32)  # (b, c)
+    return scale, norm.bias.to(f32) - mean_all.repeat_interleave(c // g, 1) * scale
+
+
+class ClipGroupNorm(nn.Module):
+    """The TemporalTransformer's GroupNorm on a clip: statistics of the whole video (video_group_norm).
+
+    Returns (b, c, n, h, w) in token-major memory (b, h, w, n, c), the layout the TemporalTransformer reads next,
+    so its permute to ((b h w), n, c) tokens is a view (and, compiled, the normalisation writes the tokens directly).
     """
 
     def __init__(self, norm):
         super().__init__()
         self.norm = norm
 
-    def forward(self, x):  # x: (b, c, n, h, w), this rank's clip
-        b, c, n = x.shape[:3]
-        g, eps = self.norm.num_groups, self.norm.eps
-        f32 = torch.promote_types(x.dtype, torch.float32)
-        xg = x.unflatten(1, (g, c // g))
-        dims = tuple(range(2, xg.dim()))
-        count = torch.full((b, g), xg[0, 0].numel(), dtype=f32, device=x.device)
-        mean = xg.sum(dims, dtype=f32) / count
-        # M2 around the mean rounded to x's dtype (deviations: no cancellation), corrected for that rounding
-        m = mean.to(x.dtype)
-        m2 = torch.linalg.vector_norm(xg - m.view(b, g, 1, 1, 1, 1), 2, dims, dtype=f32).square() \
-            - count * (mean - m.to(f32)).square()
-        parts = torch.stack(STATE.comm.all_gather("stage3", torch.stack([count, mean, m2])))  # (ranks, 3, b, g)
-        counts, means, m2s = parts.unbind(1)
-        total = counts.sum(0)
-        mean_all = (counts * means).sum(0) / total
-        var = (m2s.sum(0) + (counts * (means - mean_all).square()).sum(0)) / total  # biased, as GroupNorm
-        scale = torch.rsqrt(var + eps).repeat_interleave(c // g, 1) * self.norm.weight.to(f32)  # (b, c)
-        shift = self.norm.bias.to(f32) - mean_all.repeat_interleave(c // g, 1) * scale
-        # x * scale + shift per (b, frame, channel) plane, in float32: batch_norm in inference mode (mean 0, var 1,
-        # eps 0) over the planes. native_batch_norm: F.batch_norm may pick cuDNN, not meant for 10^6 channels.
-        xt = x.transpose(1, 2).contiguous()  # (b, n, c, h, w): a view when x is frames-major
-        planes = b * n * c
-
-        def per_plane(v):  # (b, c) -> (b * n * c,)
-            return v[:, None].expand(b, n, c).reshape(planes)
-
-        y = torch.native_batch_norm(xt.view(1, planes, -1), per_plane(scale), per_plane(shift),
-                                    scale.new_zeros(planes), scale.new_ones(planes), False, 0.0, 0.0)[0]
-        return y.view(xt.shape).transpose(1, 2)
+    def forward(self, x):  # x: (b, c, n, h, w), frames-major
+        return normalize_tokens(x, *video_group_norm(x, self.norm))
 
 
-class HaloConv3d(nn.Module):
-    """Conv3d (3,1,1) on a clip plus one neighbour frame per side; zero frames only at the video's true ends.
+class ClipTemporalConv(nn.Module):
+    """One temporal conv of a TemporalConvBlock on a clip: GroupNorm with the statistics of the whole video, SiLU,
+    Conv3d (3,1,1) over the clip and one real neighbour frame per side (zeros only at the video's true ends).
 
-    In frames-major memory the three input frames t-1, t, t+1 of output frame t are adjacent, so the whole
-    convolution is one batched GEMM per batch element: W (c_out, 3 c_in) @ frames [t-1, t+1] as (3 c_in, h w),
-    an overlapping strided view (no copy), batched over t. No layout transposes, float32 accumulation.
-    Inference only (the GEMMs write into one output with out=).
+    In frames-major memory the input frames t-1, t, t+1 of output frame t are adjacent, so the conv of the inner
+    frames is one batched GEMM per batch element: W (c_out, 3 c) @ frames [t-1, t+1] as (3 c, h w), an overlapping
+    strided view (no copy), batched over t. Each end frame takes its in-clip taps the same way and adds the
+    neighbour's frame through the remaining tap (W_0 @ left, W_2 @ right): no padded copy of the clip.
     """
 
-    def __init__(self, conv):
+    def __init__(self, layers):  # layers: GroupNorm, SiLU, [Dropout(0)], Conv3d, as model.temporal_conv builds them
         super().__init__()
-        self.conv = conv
+        self.norm, self.conv = layers[0], layers[-1]
 
-    def forward(self, x):  # x: (b, c, n, h, w)
-        left, right = STATE.comm.halo(x, 1, dim=2)
-        zero = x.new_zeros(x[:, :, :1].shape)
-        frames = [zero if left is None else left, x, zero if right is None else right]
-        xp = torch.cat([f.transpose(1, 2) for f in frames], 1).contiguous()  # (b, n+2, c, h, w)
-        b, n, c, h, w = xp.shape[0], xp.shape[1] - 2, *xp.shape[2:]
-        weight = self.conv.weight[..., 0, 0]  # (c_out, c, 3)
-        wmat = weight.transpose(1, 2).reshape(len(weight), 3 * c)  # column k*c + i: tap k, input channel i
-        out = xp.new_empty(b, n, len(weight), h * w)
-        for i in range(b):
-            windows = xp[i].as_strided((n, 3 * c, h * w), (c * h * w, h * w, 1))  # frames t..t+2 of the padded clip
-            torch.baddbmm(self.conv.bias[:, None], wmat.expand(n, -1, -1), windows, out=out[i])
+    def forward(self, x):  # x: (b, c, n, h, w), frames-major
+        y = normalize_silu(x, *video_group_norm(x, self.norm))  # (b, n, c, h, w)
+        left, right = STATE.comm.halo(y, 1, dim=1)  # (b, 1, c, h, w) each, None at the video's ends
+        b, n, c, h, w = y.shape
+        frames = y.contiguous().view(b, n, c, h * w)
+        weight = self.conv.weight[..., 0, 0].transpose(1, 2).reshape(-1, 3 * c)  # (c_out, 3c): column k*c + i
+        bias = self.conv.bias[:, None]
+
+        def taps(first, last):  # (c_out, (last - first) c): the weights of taps [first, last)
+            return weight[:, first * c:last * c]
+
+        out = y.new_empty(b, n, len(weight), h * w)
+        for i in range(b):  # inner frames 1 .. n-2: taps 0, 1, 2 on frames t-1, t, t+1
+            if n > 2:
+                windows = frames[i].as_strided((n - 2, 3 * c, h * w), (c * h * w, h * w, 1))
+                torch.baddbmm(bias, taps(0, 3).expand(n - 2, -1, -1), windows, out=out[i, 1:n - 1])
+        for t in sorted({0, n - 1}):  # the end frames, over the batch: taps k0..k1-1 see frames of the clip
+            k0, k1 = max(0, 1 - t), min(3, n + 1 - t)
+            end = out[:, t]  # (b, c_out, h w)
+            torch.baddbmm(bias, taps(k0, k1).expand(b, -1, -1), frames[:, t + k0 - 1:t + k1 - 1].flatten(1, 2), out=end)
+            if t == 0 and left is not None:  # tap 0 of frame 0 is the left neighbour's last frame
+                end.baddbmm_(taps(0, 1).expand(b, -1, -1), left.view(b, c, h * w))
+            if t == n - 1 and right is not None:  # tap 2 of frame n-1 is the right neighbour's first frame
+                end.baddbmm_(taps(2, 3).expand(b, -1, -1), right.view(b, c, h * w))
         return out.view(b, n, -1, h, w).transpose(1, 2)
 
 
@@ -288,9 +334,8 @@ def parallel_temporal_layers(unet, scope):
     undo, fallbacks_logged = [], set()
     for m in list(unet.modules()):
         if isinstance(m, model.TemporalConvBlock):
-            for conv in (m.conv1, m.conv2, m.conv3, m.conv4):
-                undo.append(swap(conv, "0", ClipGroupNorm(conv[0])))
-                undo.append(swap(conv, str(len(conv) - 1), HaloConv3d(conv[-1])))
+            for name in ("conv1", "conv2", "conv3", "conv4"):
+                undo.append(swap(m, name, ClipTemporalConv(getattr(m, name))))
         elif isinstance(m, model.TemporalTransformer):
             undo.append(swap(m, "norm", ClipGroupNorm(m.norm)))
             for block in m.transformer_blocks:
@@ -301,6 +346,22 @@ def parallel_temporal_layers(unet, scope):
     finally:
         for u in reversed(undo):
             u()
+
+
+def compile_layers(unet, backend="inductor"):
+    """torch.compile for GPUs: the UNet's per-frame layers (model.compile_frame_layers) and, for every module of this
+    file, the arithmetic between two communication stages (the FUSED functions, replaced here in the module).
+
+    The FUSED functions compile with static shapes: one specialised kernel per layer shape (a few per UNet level),
+    with no symbolic index arithmetic; they see few shapes in a run (one clip length, one dtype).
+    """
+    model.compile_frame_layers(unet, backend)
+    config = torch._dynamo.config
+    config.cache_size_limit = max(config.cache_size_limit, 64)
+    for name in FUSED:
+        fn = globals()[name]
+        globals()[name] = torch.compile(getattr(fn, "_torchdynamo_orig_callable", fn), backend=backend, dynamic=False)
+    return unet
 
 
 def clip_forward(unet, comm, frames, x, timesteps, context, fps):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 import model
-from clip_parallel import DistComm, clip_forward, init_distributed, parallel_temporal_layers, run_ranks
+from clip_parallel import DistComm, clip_forward, compile_layers, init_distributed, parallel_temporal_layers, run_ranks
 from dual_scope import DualScope, split_frames
 
 log = logging.getLogger("sample")
@@ -258,8 +258,9 @@ def parse_args(argv=None):
     a("--model-config", metavar="PATH", help="JSON model config (default: VideoCrafter2's sizes; see README)")
     a("--random-weights", action="store_true", help="skip loading: random weights, for benchmarks (makes noise)")
     a("--emulate", type=int, metavar="N", help="run N emulated ranks in this process (CPU debugging, tests)")
-    a("--compile", action="store_true", help="torch.compile the UNet's per-frame layers: 12-13 %% faster "
-      "UNet forwards on an H200 after a one-off compile at the first step (not with --emulate)")
+    a("--compile", action="store_true", help="torch.compile the UNet's per-frame layers and the clip-parallel "
+      "arithmetic between communication stages: faster UNet forwards on a GPU after a one-off compile at the first "
+      "step (see README, Speed; not with --emulate)")
     a("--decode-batch", type=int, default=8, help="frames per VAE decode call, bounds decode memory (default 8)")
     a("--out", default="out/video.mp4", help="output mp4; a JSON sidecar with every setting is written "
       "beside it (default out/video.mp4)")
@@ -372,7 +373,7 @@ def run(args):
     timings, t0 = {}, time.perf_counter()
     parts = load_parts(args, device, dtype)
     if args.compile:
-        model.compile_frame_layers(parts["unet"])
+        compile_layers(parts["unet"])
     timings["load"] = time.perf_counter() - t0
     if rank0:
         warn_long_prompts(parts["tokenizer"], args.prompt)

@@ -2,6 +2,7 @@
 
     python simulate.py                               # tiny random VC2 UNet, 48 frames, 1..4 emulated ranks
     torchrun --nproc_per_node 4 simulate.py          # the same check with real ranks (gloo on CPU, NCCL on GPU)
+    torchrun --nproc_per_node 2 simulate.py --compile  # ... with the compiled layers (clip_parallel.compile_layers)
 
 For each number of ranks N it prints max |clip-parallel - single device| and what each stage sent, and exits
 non-zero if any difference exceeds --tolerance. The single-device run is the same dual-scope math computed the
@@ -16,7 +17,7 @@ import torch
 import torch.nn as nn
 
 import model
-from clip_parallel import STAGES, clip_forward, parallel_temporal_layers, run_ranks, swap
+from clip_parallel import STAGES, clip_forward, compile_layers, parallel_temporal_layers, run_ranks, swap
 from dual_scope import DualScope, plot_scope, reference_attention, split_frames
 
 # A VC2-architecture UNet small enough for a laptop: every block kind, the real flags, narrow widths.
@@ -133,6 +134,10 @@ def parse_args(argv=None):
                         "rounding: random-weight UNets amplify float32 rounding by different amounts for different inputs")
     p.add_argument("--tolerance", type=float, help="max relative difference allowed "
                    "(default 1e-5 in float32, 1e-10 in float64)")
+    p.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
+                   help="torch.compile the UNet (clip_parallel.compile_layers) before its clip-parallel forward, to "
+                        "check the compiled path; torchrun only. BACKEND: inductor (default, for GPUs) or eager "
+                        "(dynamo's capture without code generation: seconds on a CPU)")
     p.add_argument("--plot", metavar="PATH", help="also write a PNG of the key frames each query frame attends to")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)
@@ -141,6 +146,8 @@ def parse_args(argv=None):
     for name in ("frames", "ranks", "height", "width"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.compile and "WORLD_SIZE" not in os.environ:
+        p.error("--compile needs real ranks (torchrun): emulated ranks are threads of one process")
     if args.ranks > args.frames:
         p.error(f"--ranks ({args.ranks}) must not exceed --frames ({args.frames}): every rank needs a frame")
     for name in ("local_window", "global_frames"):
@@ -168,7 +175,7 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_grad_enabled(False)
     # A true float32 reference on GPUs too: PyTorch lets cuDNN convolutions use TF32 (10-bit mantissa) by default,
-    # which would put ~1e-3 of rounding into the single-device side only (HaloConv3d is a float32 GEMM).
+    # which would put ~1e-3 of rounding into the single-device side only (ClipTemporalConv is a float32 GEMM).
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     scope = DualScope(local_window=args.local_window, global_frames=args.global_frames)
     if "WORLD_SIZE" in os.environ:
@@ -211,6 +218,8 @@ def main_torchrun(args, scope):
         if comm.world_size > args.frames:
             raise SystemExit(f"error: {comm.world_size} ranks need at least as many --frames (got {args.frames})")
         start, stop = split_frames(args.frames, comm.world_size)[comm.rank]
+        if args.compile:
+            compile_layers(unet, backend=args.compile)
         with parallel_temporal_layers(unet, scope):
             out = clip_forward(unet, comm, args.frames, x[:, :, start:stop].contiguous(), timesteps, context, fps)
         traffic = comm.traffic
@@ -219,14 +228,16 @@ def main_torchrun(args, scope):
         ok = True
         if comm.rank == 0:
             video = torch.cat([p[0] for p in pieces], dim=2)
-            reference = single_device(unet, x, timesteps, context, fps, scope).cpu()
+            with torch.compiler.set_stance("force_eager"):  # the reference stays the plain eager computation
+                reference = single_device(unet, x, timesteps, context, fps, scope).cpu()
             diff = rel_diff(video, reference)
             ok = diff <= args.tolerance
             backend = dist.get_backend()
-            print(f"{comm.world_size} real ranks ({backend}, {device}): max |clip-parallel - single device| / "
-                  f"max|single| = {diff:.2e}  {'ok' if ok else 'FAIL'}\n{traffic_table([p[1] for p in pieces])}")
-            finish(args, scope, [dict(ranks=comm.world_size, backend=backend, max_rel_diff=diff,
-                                      traffic=[p[1] for p in pieces])], ok)
+            print(f"{comm.world_size} real ranks ({backend}, {device}{', compiled' if args.compile else ''}): "
+                  f"max |clip-parallel - single device| / max|single| = {diff:.2e}  {'ok' if ok else 'FAIL'}\n"
+                  f"{traffic_table([p[1] for p in pieces])}")
+            finish(args, scope, [dict(ranks=comm.world_size, backend=backend, compile=args.compile,
+                                      max_rel_diff=diff, traffic=[p[1] for p in pieces])], ok)
         ok_all = [None] * comm.world_size
         dist.all_gather_object(ok_all, ok)
         return 0 if all(ok_all) else 1

@@ -302,6 +302,26 @@ def test_simulate_real_gloo_ranks(tmp_path, ranks):
     assert [t["stage2"][0] > 0 for t in res["traffic"]] == stage2_pairs
 
 
+def test_simulate_real_gloo_ranks_compiled(tmp_path):
+    """The compiled path of clip_parallel.compile_layers with real ranks and halos on both sides of a clip: equal to
+    the eager single-device run. Backend "eager": dynamo's capture, not Inductor's code (bench.py checks that on a
+    GPU). In processes of their own, as compile_layers replaces the FUSED functions of the module."""
+    out = tmp_path / "sim.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "3", "simulate.py", "--frames", "11",
+           "--height", "8", "--width", "8", "--local-window", "2", "--global-frames", "3", "--dtype", "float64",
+           "--compile", "eager", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())["results"][0]
+    assert res["ranks"] == 3 and res["compile"] == "eager" and res["max_rel_diff"] <= 1e-10
+
+
+def test_simulate_compile_needs_torchrun(capsys):
+    with pytest.raises(SystemExit):
+        simulate.parse_args(["--compile"])
+    assert "--compile needs real ranks (torchrun)" in capsys.readouterr().err
+
+
 # -----------------------------------------------------------------------------
 # dual-scope attention (dual_scope.py)
 
