@@ -326,6 +326,11 @@ def check_args(args):
             pass
     except OSError as e:
         raise UserError(f"--out: folder {folder!r} is not writable ({e.strerror})") from None
+    try:  # imageio writes mp4 through imageio-ffmpeg's ffmpeg binary: find out now, not after all the compute
+        import imageio_ffmpeg
+        imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError) as e:
+        raise UserError(f"--out: writing mp4 needs ffmpeg: pip install imageio-ffmpeg ({e})") from None
 
 
 def pick_dtype(args, device):

@@ -832,6 +832,14 @@ def test_no_network_and_nothing_cached(tmp_path):
     assert "pass --checkpoint PATH" in proc.stderr and not os.path.exists(tmp_path / "v.mp4")
 
 
+def test_missing_mp4_writer_is_found_before_any_compute(fake_checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # as if imageio-ffmpeg were not installed
+    monkeypatch.setattr(sample, "load_parts", lambda *a: pytest.fail("loaded the model before checking the writer"))
+    code, err = run_error_case([], tmp_path, *fake_checkpoint, capsys)
+    assert code == 2 and "writing mp4 needs ffmpeg: pip install imageio-ffmpeg" in err and "Traceback" not in err
+    assert files_under(tmp_path) == []
+
+
 def test_long_prompt_is_truncated_with_a_warning(fake_checkpoint, tmp_path, caplog):
     long = " ".join(["corgi"] * 90)
     with caplog.at_level("WARNING"):
