@@ -4,9 +4,9 @@ Spatial layers see one frame at a time, so they run on the local clip untouched.
 layer need context from other clips, and `parallel_temporal_layers` swaps exactly those in an unmodified
 model.UNet (as gpt-fast's tp.py does for tensor parallelism):
 
-  TemporalTransformer GroupNorm  -> ClipGroupNorm:    statistics of the whole video (stage 3: all-gather of partials)
-  temporal conv (GroupNorm, SiLU, -> ClipTemporalConv: the same statistics (stage 3), then one real neighbour frame
-    Conv3d (3,1,1))                                    per side for the conv (stages 1 and 2)
+  TemporalTransformer's GroupNorm -> ClipGroupNorm:    statistics of the whole video (stage 3: all-gather)
+  TemporalConvBlock's four convs  -> ClipTemporalConv: GroupNorm with those statistics (stage 3), SiLU, Conv3d
+    (GroupNorm, SiLU, Conv3d)                          (3,1,1) with one real neighbour frame per side (stages 1, 2)
   temporal attention              -> ClipAttention:    dual-scope attention with w halo frames per side (stages 1, 2)
                                                        and the global frames of the whole video (stage 3)
 
