@@ -259,6 +259,19 @@ def test_clip_parallel_is_exact_in_float64(tiny_unet, dual_scope_case):
         assert rel_err(simulate.run_emulated(unet64, *case, ranks, scope), reference) <= 1e-12, ranks
 
 
+def test_clip_parallel_one_and_two_frame_clips(tiny_unet, dual_scope_case):
+    """Clips of 1 and 2 frames: the temporal conv's end frames are then the whole clip (one frame is both ends and
+    takes both neighbours' taps). 5 frames over 5 ranks (1 each) and over 3 ranks (2, 2, 1), float64."""
+    unet64 = model.UNet(**fixture_json("unet_tiny.json")["unet_config"]).eval().double()
+    unet64.load_state_dict(tiny_unet.state_dict())
+    x, timesteps, context, fps = dual_scope_case
+    case = (x[:, :, :5].double(), timesteps, context.double(), fps)
+    scope = DualScope(local_window=1, global_frames=2)
+    reference = simulate.single_device(unet64, *case, scope)
+    for ranks in (3, 5):
+        assert rel_err(simulate.run_emulated(unet64, *case, ranks, scope), reference) <= 1e-12, ranks
+
+
 def test_clip_parallel_window_longer_than_clip_falls_back(tiny_unet, dual_scope_case):
     """23 frames over 5 ranks leaves clips of 4; a window of 6 gathers the whole sequence, still exact."""
     scope = DualScope(local_window=6, global_frames=2)
