@@ -277,10 +277,9 @@ class ClipTemporalConv(nn.Module):
             return weight[:, first * c:last * c]
 
         out = y.new_empty(b, n, len(weight), h * w)
-        for i in range(b):  # inner frames 1 .. n-2: taps 0, 1, 2 on frames t-1, t, t+1
-            if n > 2:
-                windows = frames[i].as_strided((n - 2, 3 * c, h * w), (c * h * w, h * w, 1))
-                torch.baddbmm(bias, taps(0, 3).expand(n - 2, -1, -1), windows, out=out[i, 1:n - 1])
+        for i in range(b if n > 2 else 0):  # inner frames 1 .. n-2: taps 0, 1, 2 on frames t-1, t, t+1
+            windows = frames[i].as_strided((n - 2, 3 * c, h * w), (c * h * w, h * w, 1))
+            torch.baddbmm(bias, taps(0, 3).expand(n - 2, -1, -1), windows, out=out[i, 1:n - 1])
         for t in sorted({0, n - 1}):  # the end frames, over the batch: taps k0..k1-1 see frames of the clip
             k0, k1 = max(0, 1 - t), min(3, n + 1 - t)
             end = out[:, t]  # (b, c_out, h w)
@@ -355,9 +354,7 @@ def compile_layers(unet, backend="inductor"):
     The FUSED functions compile with static shapes: one specialised kernel per layer shape (a few per UNet level),
     with no symbolic index arithmetic; they see few shapes in a run (one clip length, one dtype).
     """
-    model.compile_frame_layers(unet, backend)
-    config = torch._dynamo.config
-    config.cache_size_limit = max(config.cache_size_limit, 64)
+    model.compile_frame_layers(unet, backend)  # also raises dynamo's recompile limit
     for name in FUSED:
         fn = globals()[name]
         globals()[name] = torch.compile(getattr(fn, "_torchdynamo_orig_callable", fn), backend=backend, dynamic=False)

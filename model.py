@@ -336,7 +336,8 @@ def compile_frame_layers(unet, backend="inductor"):
     These hold no communication, so clip parallelism leaves them alone and they compile to whole graphs: Inductor
     fuses GroupNorm + SiLU, the embedding add, LayerNorms, GEGLU's gelu * x and the residual adds, which run as
     separate memory-bound kernels in eager mode (BENCH.md, run 5). The temporal layers stay eager: clip_parallel
-    swaps parts of them for communicating modules. The numbers are those of the eager model up to rounding.
+    swaps parts of them for communicating modules (and clip_parallel.compile_layers compiles the arithmetic between
+    their communication). The numbers are those of the eager model up to rounding.
     """
     config = torch._dynamo.config
     config.cache_size_limit = max(config.cache_size_limit, 64)  # one graph per (layer shape, dtype), not per module
