@@ -99,6 +99,11 @@ def init_distributed(timeout_s=300):
 
     The timeout bounds how long a rank waits for a peer that died, so no rank is left hanging.
     """
+    # torch.distributed.nn binds group.WORLD as a default argument when first imported, and torch.compile imports it.
+    # Imported after init_process_group it keeps the group alive past destroy_process_group; gloo's worker threads
+    # then live into interpreter shutdown, where freeing a tensor's Python object aborts the process (SIGABRT at exit,
+    # now and then). Imported first, those defaults are None.
+    import torch.distributed.nn  # noqa: F401
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():
         gpus = torch.cuda.device_count()
