@@ -5,14 +5,24 @@ band construction of dual_scope.clip_attention three ways, plus the whole attent
   pad_cat   today's code: F.pad of the local frames (fills, then copies), unfold view, cat with the global frames
   compiled  the same function under torch.compile(dynamic=False)
   direct    one preallocated band buffer: each block's frames copied in, only the padding zeroed, globals broadcast
-Checks the three give the same bands. Run on the GPU: python docs/bench/next/probe_bands.py [--frames 128]
+Checks the three give the same bands. And the whole attention two ways:
+  clip_attention  today's dual_scope.clip_attention (bands, a (b, nb, B, S) bias mask, SDPA)
+  flex<B>         FlexAttention (compiled) on the given keys [halo | clip | halo | global] as they are: no band copies,
+                  no mask tensor; the dual-scope structure as a block mask (blocks of B), the bias as a score_mod
+Checked equal on CPU in float64 (1e-15, 2026-11-23). Run on the GPU: python docs/bench/next/probe_bands.py [--frames 128]
 """
 import argparse
 import json
 import sys
 
+import os
+
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+from dual_scope import DualScope, clip_attention  # noqa: E402
 
 
 def bands_pad_cat(x, given, left, right, n, w, B, nb):  # as dual_scope.clip_attention's bands()
@@ -39,6 +49,26 @@ def bands_direct(x, given, left, right, n, w, B, nb):
     return out.flatten(0, 1).transpose(1, 2)
 
 
+def flex_masks(start, left, frames, n, given, scope, timesteps, batch, device, block):
+    """clip_attention's math for FlexAttention: (block_mask, score_mod) over keys [halo | clip | halo | global]."""
+    w = min(scope.local_window, frames - 1)
+    G = torch.tensor(scope.global_indices(frames), device=device)
+    b_local, b_global = scope.biases(timesteps.to(device))
+    m = batch // len(b_local)  # sequences per batch element (batch-major)
+
+    def mask_mod(b, h, qi, kv):  # query frame start + qi; key kv is frame start - left + kv, or global kv - given
+        i = start + qi
+        local = (kv < given) & ((i - (start - left + kv)).abs() <= w)
+        glob = (kv >= given) & ((i - G[(kv - given).clamp(min=0)]).abs() > w)  # a global frame in L(i) counts once
+        return local | glob
+
+    def score_mod(score, b, h, qi, kv):
+        return score + torch.where(kv < given, b_local[b // m], b_global[b // m]).to(score.dtype)
+
+    mask = create_block_mask(mask_mod, None, None, n, given + len(G), device=device, BLOCK_SIZE=block)
+    return mask, score_mod
+
+
 def timeit(fn, iters=20):
     for _ in range(3):
         fn()
@@ -56,16 +86,23 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=128, help="n, frames per GPU (default 128)")
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--cpu-check", action="store_true",
+                   help="only check that the variants agree: CPU, float64, small shapes, no timings")
     args = p.parse_args()
     torch.manual_seed(0)
-    dev, dt = "cuda", torch.bfloat16
+    dev, dt, tol = ("cpu", torch.float64, 1e-12) if args.cpu_check else ("cuda", torch.bfloat16, 2e-2)
+    time_ms = (lambda fn: None) if args.cpu_check else timeit
+    backend = "eager" if args.cpu_check else "inductor"
     n, w, k, B = args.frames, 8, 16, 64
     nb = -(-n // B)
     left = right = 0  # one rank: both video ends
     given = left + n + right
-    compiled = torch.compile(bands_pad_cat, dynamic=False)
+    compiled = torch.compile(bands_pad_cat, dynamic=False, backend=backend)
+    flex_compiled = flex_attention if args.cpu_check else torch.compile(flex_attention, dynamic=False)
+    scope = DualScope(local_window=w, global_frames=k)
     rows = []
-    for N, s in ((2 * 40 * 64, 5), (2 * 20 * 32, 10), (2 * 10 * 16, 20), (2 * 5 * 8, 20)):  # UNet levels 0..3
+    levels = ((2 * 40 * 64, 5), (2 * 20 * 32, 10), (2 * 10 * 16, 20), (2 * 5 * 8, 20))  # UNet levels 0..3
+    for N, s in levels[3:] if args.cpu_check else levels:
         x = torch.randn(N, s, given + k, 64, device=dev, dtype=dt)
         args_ = (x, given, left, right, n, w, B, nb)
         ref = bands_pad_cat(*args_)
@@ -75,8 +112,20 @@ def main():
         mask = torch.zeros(1, 1, B, ref.shape[2], device=dev, dtype=dt).expand(N * nb, 1, -1, -1)
         row = dict(N=N, heads=s, n=n, bytes=ref.numel() * ref.element_size())
         for name, fn in (("pad_cat", bands_pad_cat), ("compiled", compiled), ("direct", bands_direct)):
-            row[name + "_ms"] = timeit(lambda: fn(*args_))
-        row["sdpa_ms"] = timeit(lambda: F.scaled_dot_product_attention(q, ref, ref, attn_mask=mask))
+            row[name + "_ms"] = time_ms(lambda: fn(*args_))
+        row["sdpa_ms"] = time_ms(lambda: F.scaled_dot_product_attention(q, ref, ref, attn_mask=mask))
+        # the whole attention: today's clip_attention vs FlexAttention on the unbanded keys
+        qn, kn, vn = (torch.randn(N, s, m, 64, device=dev, dtype=dt) for m in (n, given + k, given + k))
+        t = torch.tensor([901])
+        attend = lambda: clip_attention(qn, kn, vn, 0, left, n, t, scope)  # noqa: E731
+        today = attend()
+        row["clip_attention_ms"] = time_ms(attend)
+        for block in (128, 64):
+            bm, score_mod = flex_masks(0, left, n, n, given, scope, t, N, dev, block)
+            flex = lambda: flex_compiled(qn, kn, vn, score_mod=score_mod, block_mask=bm)  # noqa: E731
+            err = ((flex() - today).abs().max() / today.abs().max()).item()
+            assert err < tol, (block, err)
+            row[f"flex{block}_ms"], row[f"flex{block}_rel_diff"] = time_ms(flex), err
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.json:
