@@ -9,5 +9,6 @@ set -x
 exec > >(tee $OUT/run.log) 2>&1
 cd bench_out/flex
 timeout 200 torchrun --nproc_per_node 1 simulate.py --frames 24 --compile --json $OUT/sim_flex.json | tail -4
-timeout 420 python3 bench.py --compile --frames-per-gpu 24 128 288 --iters 5 --json $OUT/flex.json \
+# --profile takes the first n: 128
+timeout 420 python3 bench.py --compile --frames-per-gpu 128 24 288 --iters 5 --json $OUT/flex.json \
     --profile $OUT/prof128_flex.txt 2>&1 | grep -v "^W1" | tail -8
