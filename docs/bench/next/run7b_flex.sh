@@ -3,6 +3,8 @@
 # the branch flex-attention (compile_layers' attention as compiled FlexAttention) end to end, ~8 min on one H200.
 # Before the call, here:  rm -rf bench_out/flex && mkdir -p bench_out/flex &&
 #                         git archive flex-attention | tar -x -C bench_out/flex
+# (or, if the branch is gone: git archive HEAD | tar -x -C bench_out/flex &&
+#  (cd bench_out/flex && git apply ../../docs/bench/next/flex-attention.patch); the patch is the branch's diff)
 # then the device tool with carry ["bench_out/flex"]:  bash docs/bench/next/run7b_flex.sh
 # Compare with run7.sh's compiled rows (main, same kind of machine).
 set -x
