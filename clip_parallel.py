@@ -88,8 +88,9 @@ class DistComm(Comm):
         return recv
 
     def all_gather(self, stage, tensor):
+        tensor = tensor.contiguous()
         out = [torch.empty_like(tensor) for _ in range(self.world_size)]
-        dist.all_gather(out, tensor.contiguous())
+        dist.all_gather(out, tensor)
         self.count(stage, tensor, self.world_size - 1)
         return out
 
@@ -174,11 +175,14 @@ def index_tensor(indices, device):  # built once per (indices, device): no host-
     return torch.tensor(indices, dtype=torch.long, device=device)
 
 
-def gather_frames(x, dim, frames):
-    """Stage 3: the given video frame indices, gathered from whichever rank owns them. Returns the pieces in frame
-    order (views), for the caller to concatenate with whatever else it needs in one copy."""
+def gather_frames(x, dim, indices):
+    """Stage 3: the video frames `indices` (sorted), gathered from whichever rank owns them. Returns the pieces in
+    frame order (views), for the caller to concatenate with whatever else it needs in one copy. A collective: every
+    rank passes the same indices (they depend only on the scope and the video length)."""
+    if not indices:  # no global frames: nothing to send, no collective
+        return []
     comm, clips = STATE.comm, STATE.clips
-    owned = [tuple(f - start for f in frames if start <= f < stop) for start, stop in clips]
+    owned = [tuple(f - start for f in indices if start <= f < stop) for start, stop in clips]
     width = max(len(o) for o in owned)  # all_gather wants one size: pad with copies of frame 0, dropped on arrival
     mine = x.index_select(dim, index_tensor(owned[comm.rank] + (0,) * (width - len(owned[comm.rank])), x.device))
     return [p.narrow(dim, 0, len(o)) for p, o in zip(comm.all_gather("stage3", mine), owned)]
@@ -304,10 +308,11 @@ class ClipAttention(nn.Module):
         self.attn, self.scope, self.fallbacks_logged = attn, scope, fallbacks_logged  # a set shared by one swap
 
     def forward(self, x, context=None):  # x: ((b h w), n, c), frames of this rank's clip
+        assert context is None, "VC2's temporal attentions are self-attention (temporal_selfatt_only)"
         comm, clips = STATE.comm, STATE.clips
         start, stop = clips[comm.rank]
         frames = clips[-1][1]
-        w = min(self.scope.local_window, frames - 1)  # a wider window sees no more frames
+        w = self.scope.window(frames)
         left, shortest = min(w, start), min(e - s for s, e in clips)
         if w <= shortest:
             halo_l, halo_r = comm.halo(x, w, dim=1) if w else (None, None)
@@ -369,6 +374,10 @@ def compile_layers(unet, backend="inductor"):
 def clip_forward(unet, comm, frames, x, timesteps, context, fps):
     """One rank's UNet forward on its clip x (b, c, n, h, w) of a `frames`-long video, inside parallel_temporal_layers."""
     STATE.comm, STATE.clips = comm, split_frames(frames, comm.world_size)
+    start, stop = STATE.clips[comm.rank]
+    if x.shape[2] != stop - start:
+        raise ValueError(f"rank {comm.rank} holds frames [{start}, {stop}) of {frames}: x has {x.shape[2]} frames, "
+                         f"expected {stop - start} (dual_scope.split_frames)")
     # sampling shares one timestep over the batch (cond and uncond): then one attention mask serves every batch
     # element as a broadcast view, not a copy per element (one host sync per forward to find out)
     t = timesteps.reshape(-1)
@@ -380,7 +389,7 @@ def clip_forward(unet, comm, frames, x, timesteps, context, fps):
 def run_ranks(ranks, fn):
     """Run fn(comm) -> result on `ranks` emulated ranks (threads); results in rank order. Errors propagate."""
     group, results, errors = EmulatedGroup(ranks), [None] * ranks, []
-    grad = torch.is_grad_enabled()  # grad mode is per thread: the ranks inherit the caller's
+    grad = torch.is_grad_enabled()  # grad mode is per thread: the ranks inherit the caller's (autocast is not)
 
     def worker(rank):
         try:

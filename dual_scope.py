@@ -32,6 +32,9 @@ class DualScope:
             if getattr(self, name) < 0:
                 raise ValueError(f"DualScope.{name} must be >= 0, got {getattr(self, name)}")
 
+    def window(self, T):  # w for a video of T frames: a wider window sees no more frames
+        return min(self.local_window, T - 1)
+
     def global_indices(self, T):
         # floor((m + 0.5) * T / k) in integer arithmetic; the spacing T/k > 1 makes them distinct
         k = self.global_frames
@@ -80,8 +83,8 @@ def reference_attention(q, k, v, timesteps, scope):
 
 def block_size(n, w):
     # B query frames share one gathered key band of B + 2w local frames (+ the k global ones). Per query the
-    # work is B + 2w + k keys, the band memory (B + 2w + k) / B: B = max(w, 64) keeps the overhead <= 3x at
-    # any w and <= 1.5x at the default w = 8, k = 16, in few, large SDPA calls (8-10 % faster than B = 16 on an
+    # work is B + 2w + k keys, the band memory (B + 2w + k) / B: B = max(w, 64) keeps the local part <= 3x at
+    # any w and the whole 1.5x at the default w = 8, k = 16, in few, large SDPA calls (8-10 % faster than B = 16 on an
     # H200 at 128-288 frames per GPU); no point in a block longer than the clip.
     return min(n, max(w, 64))
 
@@ -94,7 +97,7 @@ def clip_masks(start, n, left, right, frames, scope, device):
     (None when off). Band column c of block j holds frame lo + j*B + c: one block (nb = 1) sees the L = left + n + right
     frames it was given (lo = start - left); more blocks see bands of L = B + 2w frames, zero-padded (lo = start - w).
     """
-    w = min(scope.local_window, frames - 1)  # a wider window sees the same frames
+    w = scope.window(frames)
     B = block_size(n, w)
     nb = -(-n // B)
     lo, L = (start - left, left + n + right) if nb == 1 else (start - w, B + 2 * w)
@@ -120,7 +123,7 @@ def clip_attention(q, k, v, start, left, frames, timesteps, scope):
     g = len(scope.global_indices(frames))
     given = k.shape[2] - g  # local frames
     right = given - left - n
-    w = min(scope.local_window, frames - 1)
+    w = scope.window(frames)
     if not (0 <= start and start + n <= frames):
         raise ValueError(f"clip [{start}, {start + n}) must lie inside the video of {frames} frames")
     if left != min(w, start) or right != min(w, frames - start - n):

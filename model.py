@@ -704,19 +704,26 @@ def read_state_dict(path):
     return sd
 
 
-def cached_safetensors(ckpt_path):
-    """Convert a .ckpt once to fp16 safetensors beside it (written to a temporary name, then renamed)."""
+def ckpt_state_dict(ckpt_path):
+    """A .ckpt's state dict in fp16, converted once to safetensors beside it (model.fp16.safetensors, fast to load).
+
+    Every process gets the same fp16 weights, whichever reads the cache and whichever converts: concurrent ranks
+    each write a temporary file of their own and rename it (atomic), and a read-only folder (no cache) gives the
+    same fp16 tensors from the pickle."""
     from safetensors.torch import save_file
     cache = os.path.splitext(ckpt_path)[0] + ".fp16.safetensors"
-    if not os.path.exists(cache):
-        sd = read_state_dict(ckpt_path)
-        sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
-        try:
-            save_file(sd, cache + ".tmp")
-            os.replace(cache + ".tmp", cache)
-        except OSError:  # read-only location: use the pickle directly, every time
-            return ckpt_path
-    return cache
+    if os.path.exists(cache):
+        return read_state_dict(cache)
+    sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in read_state_dict(ckpt_path).items()}
+    tmp = f"{cache}.{os.getpid()}.tmp"
+    try:
+        save_file(sd, tmp)
+        os.chmod(tmp, 0o644)  # readable by whoever can read the checkpoint beside it
+        os.replace(tmp, cache)
+    except OSError:  # read-only folder: convert in memory each run
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return sd
 
 
 def download_vc2():
@@ -752,7 +759,7 @@ def load_videocrafter2(source=None, config=None, dtype=torch.float32, device="cp
             config = json.load(f)
     config = config or VC2_CONFIG
     path = source or download_vc2()
-    sd = read_state_dict(cached_safetensors(path) if path.endswith(".ckpt") else path)
+    sd = ckpt_state_dict(path) if path.endswith(".ckpt") else read_state_dict(path)
     parts = dict(unet=UNet(**config["unet"]), vae=AutoencoderKL(**config["vae"]), text=TextEncoder(**config["text"]))
     for name, module in parts.items():
         own = {k[len(PREFIXES[name]):]: v for k, v in sd.items() if k.startswith(PREFIXES[name])}

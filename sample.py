@@ -10,6 +10,7 @@ at step s is drawn from a generator keyed by (seed, s, f).
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import model
 from clip_parallel import DistComm, clip_forward, compile_layers, init_distributed, parallel_temporal_layers, run_ranks
@@ -189,7 +191,8 @@ def generate_clip(comm, parts, s, contexts, device, progress=None):
     video = []
     vae = parts["vae"]
     z = z[0].transpose(0, 1) / parts["scale_factor"]  # (n, 4, h, w): the VAE is an image model, frames are its batch
-    for i in range(0, len(frames), s.decode_batch):
+    for i in tqdm(range(0, len(frames), s.decode_batch), desc="decode", unit="batch", file=sys.stderr,
+                  disable=progress is None):  # one bar, rank 0's clip
         img = vae.decode(z[i:i + s.decode_batch].to(next(vae.parameters()).dtype)).float()
         video.append(((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1))
     return torch.cat(video), z * parts["scale_factor"], t_denoised  # frames (n, H, W, 3), latents (n, 4, h, w)
@@ -215,8 +218,12 @@ def write_atomically(path, write):
 
 def write_video(path, frames, fps):
     import imageio.v2 as imageio
-    write_atomically(path, lambda tmp: imageio.mimwrite(tmp, list(frames.cpu().numpy()), fps=fps, codec="libx264",
-                                                        quality=8, macro_block_size=1))
+
+    def write(tmp):
+        with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=1) as writer:
+            for frame in tqdm(frames.cpu().numpy(), desc="write", unit="frame", file=sys.stderr):
+                writer.append_data(frame)
+    write_atomically(path, write)
 
 
 # -----------------------------------------------------------------------------
@@ -241,12 +248,15 @@ def parse_args(argv=None):
     a("--frames", type=int, default=64, help="video length in frames (default 64; the paper's headline: 2300)")
     a("--height", type=int, default=320, help="video height in pixels, a multiple of 64 (default 320)")
     a("--width", type=int, default=512, help="video width in pixels, a multiple of 64 (default 512)")
-    a("--steps", type=int, default=50, help="DDIM steps, 1..1000 (default 50)")
-    a("--eta", type=float, default=1.0, help="DDIM eta: 1 adds fresh noise each step, 0 is deterministic (default 1.0)")
+    a("--steps", type=int, default=50, help="DDIM steps, 1..1000 (default 50); VC2's schedule may add one UNet "
+      "evaluation (30 steps: 31)")
+    a("--eta", type=float, default=1.0, help="DDIM eta in 0..1: 1 adds fresh noise each step, 0 is deterministic "
+      "(default 1.0)")
     a("--guidance", type=float, default=12.0, help="classifier-free guidance scale, >= 0 (default 12)")
     a("--fps", type=int, default=24, help="fps conditioning of the UNet (default 24, as Video-Infinity; VC2 uses 28)")
     a("--save-fps", type=int, default=8, help="frame rate of the written mp4 (default 8)")
-    a("--seed", type=int, default=0, help="random seed; the video depends on it, not on the number of ranks")
+    a("--seed", type=int, default=0, help="random seed (default 0); the video depends on it, not on the number "
+      "of ranks")
     a("--local-window", type=int, default=8, help="dual-scope local window w: frames per side (default 8)")
     a("--global-frames", type=int, default=16, help="dual-scope global frames k spread over the video (default 16)")
     a("--switch-timestep", type=int, default=800, help="bias phases: t >= this favours global frames, "
@@ -254,9 +264,11 @@ def parse_args(argv=None):
     a("--bias", type=float, default=10.0, help="logit bias of the favoured scope in each phase (default 10)")
     a("--dtype", choices=["bf16", "fp16", "fp32"], help="model dtype (default bf16 on GPU, fp32 on CPU)")
     a("--checkpoint", metavar="PATH", help="local VC2 model.ckpt or .safetensors (default: download "
-      "VideoCrafter/VideoCrafter2 model.ckpt from the Hugging Face Hub)")
+      "VideoCrafter/VideoCrafter2 model.ckpt from the Hugging Face Hub). A .ckpt is converted once to "
+      "model.fp16.safetensors beside it (2.8 GB), where the folder is writable")
     a("--model-config", metavar="PATH", help="JSON model config (default: VideoCrafter2's sizes; see README)")
-    a("--random-weights", action="store_true", help="skip loading: random weights, for benchmarks (makes noise)")
+    a("--random-weights", action="store_true", help="skip loading: random weights, for benchmarks (makes noise; "
+      "not with --checkpoint)")
     a("--emulate", type=int, metavar="N", help="run N emulated ranks in this process (CPU debugging, tests)")
     a("--compile", action="store_true", help="torch.compile the UNet's per-frame layers and the clip-parallel "
       "arithmetic between communication stages: faster UNet forwards on a GPU after a one-off compile at the first "
@@ -282,12 +294,36 @@ def read_prompts(args):
                 prompts = [line.strip() for line in f if line.strip()]
         except OSError as e:
             raise UserError(f"--prompts: cannot read {args.prompts!r} ({e.strerror})") from None
+        except UnicodeDecodeError:
+            raise UserError(f"--prompts: {args.prompts!r} is not UTF-8 text") from None
         if not prompts:
             raise UserError(f"--prompts: {args.prompts!r} holds no prompt (expected one per line)")
         return prompts
     if not args.prompt:
         raise UserError("no prompt: give --prompt TEXT (repeatable) or --prompts FILE")
     return args.prompt
+
+
+def read_model_config(path):
+    """--model-config: JSON with the unet, vae and text sections of model.VC2_CONFIG (see README)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except OSError as e:
+        raise UserError(f"--model-config: cannot read {path!r} ({e.strerror})") from None
+    except ValueError as e:  # not JSON, not UTF-8
+        raise UserError(f"--model-config: {path!r} is not JSON ({e})") from None
+    missing = [k for k in ("unet", "vae", "text") if not (isinstance(config, dict) and isinstance(config.get(k), dict))]
+    if missing:
+        raise UserError(f"--model-config: {path!r} has no {', '.join(missing)} section (an object each, as "
+                        f"model.VC2_CONFIG)")
+    for name, cls in (("unet", model.UNet), ("vae", model.AutoencoderKL), ("text", model.TextEncoder)):
+        try:  # built on the meta device: the constructors' own checks, no memory, no weights
+            with torch.device("meta"):
+                cls(**config[name])
+        except (TypeError, ValueError, KeyError) as e:
+            raise UserError(f"--model-config: section {name}: {e}") from None
+    return config
 
 
 def check_args(args):
@@ -301,8 +337,15 @@ def check_args(args):
     need(args.frames >= 1, f"--frames must be >= 1, got {args.frames}")
     need(not (args.compile and args.emulate), "--compile does not combine with --emulate (emulated ranks are threads)")
     need(1 <= args.steps <= 1000, f"--steps must be in 1..1000, got {args.steps}")
+    for name in ("guidance", "eta", "bias"):
+        need(math.isfinite(getattr(args, name)), f"--{name} must be a finite number, got {getattr(args, name)}")
     need(args.guidance >= 0, f"--guidance must be >= 0, got {args.guidance}")
-    need(0 <= args.eta, f"--eta must be >= 0, got {args.eta}")
+    # DDIM's sigma_t = eta * sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)): above 1 the direction term
+    # sqrt(1 - a_prev - sigma_t^2) is the root of a negative number at some steps
+    need(0 <= args.eta <= 1, f"--eta must be in 0..1, got {args.eta}")
+    need(not (args.random_weights and args.checkpoint), "--random-weights does not combine with --checkpoint")
+    if args.model_config:
+        read_model_config(args.model_config)
     need(args.local_window >= 0, f"--local-window must be >= 0, got {args.local_window}")
     need(args.global_frames >= 0, f"--global-frames must be >= 0, got {args.global_frames}")
     need(args.decode_batch >= 1, f"--decode-batch must be >= 1, got {args.decode_batch}")
@@ -345,10 +388,7 @@ def pick_dtype(args, device):
 def load_parts(args, device, dtype):
     if args.random_weights:
         from simulate import randomize
-        config = model.VC2_CONFIG
-        if args.model_config:
-            with open(args.model_config) as f:
-                config = json.load(f)
+        config = read_model_config(args.model_config) if args.model_config else model.VC2_CONFIG
         with torch.device(device):  # built and drawn on the GPU: seconds, not minutes, at full size
             parts = dict(unet=randomize(model.UNet(**config["unet"]), args.seed),
                          vae=model.AutoencoderKL(**config["vae"]), text=model.TextEncoder(**config["text"]),
@@ -391,7 +431,6 @@ def run(args):
                  args.decode_batch)
     bar = None
     if rank0:
-        from tqdm import tqdm
         bar = tqdm(total=len(make_schedule(s.steps, s.eta).timesteps), desc="denoise", unit="step", file=sys.stderr)
 
     def progress(i, total):

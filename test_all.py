@@ -329,6 +329,21 @@ def test_simulate_real_gloo_ranks_compiled(tmp_path):
     assert res["ranks"] == 3 and res["compile"] == "eager" and res["max_rel_diff"] <= 1e-10
 
 
+def test_clip_forward_checks_the_clip_length():
+    """A rank handed the wrong slice of the video is an error, not a wrong video (10 frames, 2 ranks: 5 each)."""
+    from clip_parallel import EmulatedComm, EmulatedGroup, clip_forward
+    comm = EmulatedComm(EmulatedGroup(2), 0)
+    with pytest.raises(ValueError, match=r"rank 0 holds frames \[0, 5\) of 10: x has 4 frames, expected 5"):
+        clip_forward(None, comm, 10, torch.zeros(1, 4, 4, 2, 2), torch.tensor([900]), None, 24)
+
+
+def test_simulate_ranks_flag_is_for_emulated_ranks(monkeypatch):
+    with pytest.raises(SystemExit):
+        simulate.parse_args(["--frames", "3"])  # the default --ranks 4 emulated ranks need 4 frames
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun the world size counts, checked once the group exists
+    assert simulate.parse_args(["--frames", "3"]).frames == 3
+
+
 def test_simulate_compile_needs_torchrun(capsys):
     with pytest.raises(SystemExit):
         simulate.parse_args(["--compile"])
@@ -625,6 +640,27 @@ def test_load_fake_checkpoint_and_cache(fake_checkpoint, tiny_unet):
     assert parts["buffers"]["betas"].shape == (1000,)
 
 
+def test_ckpt_weights_do_not_depend_on_the_cache(fake_checkpoint, tmp_path, monkeypatch):
+    """Ranks that read the fp16 cache and ranks that cannot write it (a read-only folder) load the same weights, so
+    the video cannot depend on which rank converted first; the cache is readable by others; no temporary left."""
+    import shutil
+    import safetensors.torch
+    ckpt, _ = fake_checkpoint
+    cached = model.ckpt_state_dict(ckpt)  # writes the cache, or reads it
+    cache = ckpt.replace(".ckpt", ".fp16.safetensors")
+    assert os.path.exists(cache) and os.stat(cache).st_mode & 0o777 == 0o644
+    copy = tmp_path / "model.ckpt"
+    shutil.copy(ckpt, copy)
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(safetensors.torch, "save_file", read_only)
+    fresh = model.ckpt_state_dict(str(copy))
+    assert sorted(fresh) == sorted(cached)
+    assert all(fresh[k].dtype == cached[k].dtype and torch.equal(fresh[k], cached[k]) for k in cached)
+    assert os.listdir(tmp_path) == ["model.ckpt"]
+
+
 def test_load_default_downloads_from_hub(monkeypatch, fake_checkpoint):
     """The default source is huggingface_hub's VideoCrafter/VideoCrafter2 model.ckpt (faked: no network here)."""
     import huggingface_hub
@@ -774,12 +810,20 @@ ERROR_CASES = [
     ("--steps 0", ["--steps", "0"], "--steps must be in 1..1000"),
     ("--steps 1001", ["--steps", "1001"], "--steps must be in 1..1000"),
     ("negative --guidance", ["--guidance", "-1"], "--guidance must be >= 0"),
+    ("--guidance nan", ["--guidance", "nan"], "--guidance must be a finite number"),
+    ("--eta above 1", ["--eta", "1.5"], "--eta must be in 0..1"),
     ("negative --local-window", ["--local-window", "-1"], "--local-window must be >= 0"),
     ("negative --global-frames", ["--global-frames", "-2"], "--global-frames must be >= 0"),
     ("--dtype fp16 on CPU", ["--dtype", "fp16"], "--dtype fp16 is not supported on CPU"),
     ("a flag that does not exist", ["--frame", "3"], "unrecognized arguments"),
     ("no prompt", ["--prompt", None], "no prompt: give --prompt"),
     ("empty prompt file", ["--prompt", None, "--prompts", "{tmp}/empty.txt"], "holds no prompt"),
+    ("prompt file not UTF-8", ["--prompt", None, "--prompts", "{tmp}/latin1.txt"], "is not UTF-8 text"),
+    ("--model-config missing", ["--model-config", "{tmp}/nope.json"], "--model-config: cannot read"),
+    ("--model-config not JSON", ["--model-config", "{tmp}/empty.txt"], "is not JSON"),
+    ("--model-config without a section", ["--model-config", "{tmp}/novae.json"], "has no vae section"),
+    ("--model-config with a wrong key", ["--model-config", "{tmp}/badkey.json"], "section unet: UNet: unknown config"),
+    ("--random-weights with --checkpoint", ["--random-weights"], "--random-weights does not combine with --checkpoint"),
     ("more prompts than frames", ["--frames", "2", "--prompt", "b", "--prompt", "c"], "3 prompts for 2 frames"),
     ("--out in a folder that cannot be created", ["--out", "{tmp}/junk.ckpt/video.mp4"], "cannot create folder"),
     ("--out in a folder that is not writable", ["--out", "/proc/video.mp4"], "is not writable"),
@@ -806,6 +850,11 @@ def error_inputs(folder, checkpoint):
     with open(os.path.join(folder, "cut.safetensors"), "wb") as f:
         f.write(data[: len(data) // 2])
     open(os.path.join(folder, "empty.txt"), "w").close()
+    with open(os.path.join(folder, "latin1.txt"), "wb") as f:
+        f.write("caf\xe9 au lait".encode("latin-1"))
+    for name, config in (("novae.json", dict(unet={}, text={})), ("badkey.json", dict(unet=dict(flux=1), vae={}, text={}))):
+        with open(os.path.join(folder, name), "w") as f:
+            json.dump(config, f)
     open(os.path.join(folder, "exists.mp4"), "w").close()
 
 
