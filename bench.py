@@ -6,8 +6,8 @@
     python bench.py --e2e --frames 2300 --steps 30   # end to end through sample.py (random weights), per phase
 
 Per n: ms per forward (median over --iters after --warmup, CUDA events), ms per frame, FLOPs per forward
-(torch.utils.flop_counter on one single-GPU forward at that n), TFLOP/s, MFU against a bf16 matmul peak measured
-here (torch.mm of 8192^3), peak memory (torch.cuda.max_memory_allocated), and under torchrun the same forward
+(torch.utils.flop_counter on one single-GPU forward at that n), TFLOP/s, MFU against the matmul peak of --dtype
+measured here (torch.mm of 8192^3), peak memory (torch.cuda.max_memory_allocated), and under torchrun the same forward
 with no communication (every rank alone on its own n frames, all at once): comm ratio = with / without.
 First a correctness check: the --dtype clip-parallel output against a float32 run of the same weights and
 inputs (float64 when --dtype is float32), relative L2 error, within TOLERANCE (fp16 1e-2, bf16 3e-2).
@@ -55,15 +55,36 @@ def parse_args(argv=None):
                    "arithmetic between communication stages (clip_parallel.compile_layers) before timing")
     p.add_argument("--profile", metavar="PATH", help="write torch.profiler's op table of one forward at the first n")
     p.add_argument("--e2e", action="store_true", help="end-to-end sampling through sample.py with random weights; "
-                   "arguments bench does not know go to sample.py")
+                   "takes --frames, --steps, --height, --width, --fps, --dtype, --compile, --seed, --json, and "
+                   "passes arguments bench does not know to sample.py (e.g. --guidance, --emulate)")
     p.add_argument("--frames", type=int, default=2300, help="--e2e: video length in latent frames (default 2300)")
     p.add_argument("--steps", type=int, default=30, help="--e2e: DDIM steps (default 30)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (default 0)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args, extra = p.parse_known_args(argv)
     if extra and not args.e2e:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     args.sample_args = extra
+    if args.e2e:  # the forward-benchmark flags mean nothing to a sampling run: refuse them rather than ignore them
+        unused = [f"--{k.replace('_', '-')}" for k in ("frames_per_gpu", "batch", "timestep", "warmup", "iters",
+                                                      "check_frames", "tiny", "profile")
+                  if getattr(args, k) != p.get_default(k)]
+        if unused:
+            p.error(f"--e2e does not use {', '.join(unused)} (flags of the forward benchmark)")
+    for name, low in (("batch", 1), ("warmup", 0), ("iters", 1), ("check_frames", 0), ("frames", 1), ("steps", 1)):
+        if getattr(args, name) < low:
+            p.error(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
+    if any(n < 1 for n in args.frames_per_gpu or []):
+        p.error(f"--frames-per-gpu must be >= 1 each, got {args.frames_per_gpu}")
+    for name in ("height", "width"):
+        if getattr(args, name) < 8 or getattr(args, name) % 8:
+            p.error(f"--{name} (latent) must be a multiple of 8 (the UNet halves it 3 times), got {getattr(args, name)}")
+    for name in ("json", "profile"):  # found out now, not after the measuring
+        path = getattr(args, name)
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            p.error(f"--{name}: folder {os.path.dirname(os.path.abspath(path))!r} does not exist")
+    if not (args.tiny or args.e2e or torch.cuda.is_available()):
+        p.error("no GPU: the full-size UNet takes hours per table on a CPU; use --tiny (or a GPU)")
     if args.tiny:
         args.height, args.width = min(args.height, 8), min(args.width, 8)
     args.dtype_given = args.dtype is not None
@@ -186,6 +207,11 @@ def table(res):
     return "\n".join(lines)
 
 
+def say(comm, line):  # progress on stderr, rank 0
+    if comm.rank == 0:
+        print(f"bench.py: {line}", file=sys.stderr, flush=True)
+
+
 def e2e(args, extra):
     """End to end through sample.py (its parse_args and run -> sidecar dict with per-phase timings), random weights.
 
@@ -193,15 +219,20 @@ def e2e(args, extra):
     import tempfile
 
     import sample
-    out = os.path.join(tempfile.mkdtemp(prefix="bench_e2e_"), "video.mp4")
-    argv = ["--random-weights", "--prompt", "a corgi running on the beach", "--frames", str(args.frames),
-            "--steps", str(args.steps), "--seed", str(args.seed), "--height", str(8 * args.height),
-            "--width", str(8 * args.width), "--out", out, *extra]  # bench's sizes are latent, sample.py's pixels
-    if args.compile:
-        argv.append("--compile")
-    if args.dtype_given:
-        argv += ["--dtype", {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[args.dtype]]
-    sidecar = sample.run(sample.parse_args(argv))  # None on ranks other than 0
+    with tempfile.TemporaryDirectory(prefix="bench_e2e_") as folder:  # the mp4 is timed, then deleted
+        argv = ["--random-weights", "--prompt", "a corgi running on the beach", "--frames", str(args.frames),
+                "--steps", str(args.steps), "--seed", str(args.seed), "--height", str(8 * args.height),
+                "--width", str(8 * args.width), "--fps", str(args.fps), "--out", os.path.join(folder, "video.mp4"),
+                *extra]  # bench's sizes are latent, sample.py's pixels
+        if args.compile:
+            argv.append("--compile")
+        if args.dtype_given:
+            argv += ["--dtype", {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[args.dtype]]
+        try:
+            sidecar = sample.run(sample.parse_args(argv))  # None on ranks other than 0
+        except sample.UserError as e:
+            print(f"bench.py: error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
     if sidecar is None:
         return None
     res = dict(frames=args.frames, steps=args.steps, world_size=sidecar["world_size"], device=sidecar["device"],
@@ -248,6 +279,8 @@ def main(argv=None):
         res["matmul_peak_tflops"] = all_reduce([matmul_peak(device, dtype, timer)], dist.ReduceOp.MIN)[0]
         with parallel_temporal_layers(unet, DualScope()):
             if args.check_frames:
+                say(comm, f"check: {args.dtype} vs {ref_dtype} at {args.check_frames} frames/GPU"
+                          f"{' (the first forwards compile: minutes)' if args.compile else ''}")
                 t0 = time.perf_counter()
                 res["check"] = dict(frames_per_gpu=args.check_frames, reference=str(ref_dtype),
                                     rel_l2_error=check(unet, args, comm, device, ref_dtype, dtype))
@@ -256,6 +289,7 @@ def main(argv=None):
             unet.to(dtype)
             res["rows"] = []
             for n in args.frames_per_gpu:
+                say(comm, f"n = {n} frames/GPU: {args.warmup} warm-up and {args.iters} timed forwards")
                 t0 = time.perf_counter()
                 row = measure(unet, args, n, comm, solo, device, timer)
                 row["mfu"] = row["tflops"] / res["matmul_peak_tflops"]

@@ -122,8 +122,9 @@ def parse_args(argv=None):
                    "(ignored under torchrun, where the world size is N; default 4)")
     p.add_argument("--local-window", type=int, default=4, help="w: halo frames per side of each attention query (default 4)")
     p.add_argument("--global-frames", type=int, default=6, help="k: global frames spread over the video (default 6)")
-    p.add_argument("--height", type=int, default=16, help="latent height (image height / 8; default 16)")
-    p.add_argument("--width", type=int, default=16, help="latent width (image width / 8; default 16)")
+    p.add_argument("--height", type=int, default=16, help="latent height, a multiple of 8 (image height / 8; "
+                   "default 16)")
+    p.add_argument("--width", type=int, default=16, help="latent width, a multiple of 8 (image width / 8; default 16)")
     p.add_argument("--timestep", type=int, nargs=2, default=[900, 300],
                    help="diffusion timesteps of the two batch elements (one per bias phase; default 900 300)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (default 0)")
@@ -143,9 +144,12 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.tolerance is None:
         args.tolerance = 1e-5 if args.dtype == "float32" else 1e-10
-    for name in ("frames", "ranks", "height", "width"):
+    for name in ("frames", "ranks"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in ("height", "width"):
+        if getattr(args, name) < 8 or getattr(args, name) % 8:
+            p.error(f"--{name} (latent) must be a multiple of 8 (the UNet halves it 3 times), got {getattr(args, name)}")
     if args.compile and "WORLD_SIZE" not in os.environ:
         p.error("--compile needs real ranks (torchrun): emulated ranks are threads of one process")
     if args.ranks > args.frames and "WORLD_SIZE" not in os.environ:  # torchrun: main_torchrun checks its world size

@@ -1066,6 +1066,21 @@ def test_bench_tiny(tmp_path):
         assert all(r[k] > 0 for k in ("ms", "ms_per_frame", "flops", "tflops", "mfu", "peak_gib", "gib_per_frame")), r
 
 
+@pytest.mark.parametrize("argv,message", [
+    (["--frames-per-gpu", "8", "0"], "--frames-per-gpu must be >= 1 each, got [8, 0]"),
+    (["--tiny", "--iters", "0"], "--iters must be >= 1, got 0"),
+    (["--tiny", "--height", "12"], "--height (latent) must be a multiple of 8"),
+    (["--tiny", "--json", "/nonexistent/b.json"], "--json: folder '/nonexistent' does not exist"),
+    (["--e2e", "--iters", "3", "--batch", "4"], "--e2e does not use --batch, --iters"),
+])
+def test_bench_bad_input(argv, message, capsys):
+    """One line before any compute (the check and the timings take minutes on a GPU), exit code 2."""
+    import bench
+    with pytest.raises(SystemExit) as e:
+        bench.parse_args(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_bench_e2e_tiny(fake_checkpoint, tmp_path):
     """bench.py --e2e: sample.py end to end with random weights (tiny config), per-phase timings in the JSON."""
     import bench
