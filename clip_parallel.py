@@ -44,6 +44,9 @@ class Comm:
 
     def __init__(self, rank, world_size):
         self.rank, self.world_size = rank, world_size
+        self.reset_traffic()
+
+    def reset_traffic(self):
         self.traffic = {s: [0, 0] for s in STAGES}  # stage -> [messages sent, bytes sent] by this rank
 
     def count(self, stage, tensor, messages=1):
@@ -134,6 +137,9 @@ class EmulatedGroup:
 
 
 class EmulatedComm(Comm):
+    """A rank of an EmulatedGroup. The receiver gets the sender's tensor itself, not a copy as real ranks do: the
+    same results because no layer writes into a tensor it sent or received."""
+
     def __init__(self, group, rank):
         super().__init__(rank, group.world_size)
         self.group = group
@@ -382,7 +388,7 @@ def clip_forward(unet, comm, frames, x, timesteps, context, fps):
     # element as a broadcast view, not a copy per element (one host sync per forward to find out)
     t = timesteps.reshape(-1)
     STATE.timesteps = t[:1] if bool((t == t[0]).all()) else t
-    comm.traffic = {s: [0, 0] for s in STAGES}
+    comm.reset_traffic()
     return unet(x, timesteps, context, fps)
 
 
