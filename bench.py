@@ -78,7 +78,8 @@ def parse_args(argv=None):
         p.error(f"--frames-per-gpu must be >= 1 each, got {args.frames_per_gpu}")
     for name in ("height", "width"):
         if getattr(args, name) < 8 or getattr(args, name) % 8:
-            p.error(f"--{name} (latent) must be a multiple of 8 (the UNet halves it 3 times), got {getattr(args, name)}")
+            p.error(f"--{name} (latent) must be a multiple of 8 (the UNet halves it 3 times), "
+                    f"got {getattr(args, name)}")
     for name in ("json", "profile"):  # found out now, not after the measuring
         path = getattr(args, name)
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):

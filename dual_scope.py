@@ -84,8 +84,8 @@ def reference_attention(q, k, v, timesteps, scope):
 def block_size(n, w):
     # B query frames share one gathered key band of B + 2w local frames (+ the k global ones). Per query the
     # work is B + 2w + k keys, the band memory (B + 2w + k) / B: B = max(w, 64) keeps the local part <= 3x at
-    # any w and the whole 1.5x at the default w = 8, k = 16, in few, large SDPA calls (8-10 % faster than B = 16 on an
-    # H200 at 128-288 frames per GPU); no point in a block longer than the clip.
+    # any w and the whole 1.5x at the default w = 8, k = 16, in few, large SDPA calls (8-10 % faster than
+    # B = 16 on an H200 at 128-288 frames per GPU); no point in a block longer than the clip.
     return min(n, max(w, 64))
 
 

@@ -5,8 +5,9 @@
     torchrun --nproc_per_node 2 simulate.py --compile  # ... with the compiled layers (clip_parallel.compile_layers)
 
 For each number of ranks N it prints max |clip-parallel - single device| / max |single device| and what each
-stage sent, and exits non-zero if any such relative difference exceeds --tolerance. The single-device run is the same dual-scope math computed the
-obvious way: the whole video on one device, plain GroupNorm and Conv3d, dense masked attention.
+stage sent, and exits non-zero if any such relative difference exceeds --tolerance. The single-device run is the
+same dual-scope math computed the obvious way: the whole video on one device, plain GroupNorm and Conv3d, dense
+masked attention.
 """
 import argparse
 import json
@@ -149,7 +150,8 @@ def parse_args(argv=None):
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     for name in ("height", "width"):
         if getattr(args, name) < 8 or getattr(args, name) % 8:
-            p.error(f"--{name} (latent) must be a multiple of 8 (the UNet halves it 3 times), got {getattr(args, name)}")
+            p.error(f"--{name} (latent) must be a multiple of 8 (the UNet halves it 3 times), "
+                    f"got {getattr(args, name)}")
     if args.compile and "WORLD_SIZE" not in os.environ:
         p.error("--compile needs real ranks (torchrun): emulated ranks are threads of one process")
     if args.ranks > args.frames and "WORLD_SIZE" not in os.environ:  # torchrun: main_torchrun checks its world size

@@ -852,7 +852,8 @@ def error_inputs(folder, checkpoint):
     open(os.path.join(folder, "empty.txt"), "w").close()
     with open(os.path.join(folder, "latin1.txt"), "wb") as f:
         f.write("caf\xe9 au lait".encode("latin-1"))
-    for name, config in (("novae.json", dict(unet={}, text={})), ("badkey.json", dict(unet=dict(flux=1), vae={}, text={}))):
+    for name, config in (("novae.json", dict(unet={}, text={})),
+                         ("badkey.json", dict(unet=dict(flux=1), vae={}, text={}))):
         with open(os.path.join(folder, name), "w") as f:
             json.dump(config, f)
     open(os.path.join(folder, "exists.mp4"), "w").close()
