@@ -28,7 +28,7 @@ import model
 from clip_parallel import (DistComm, EmulatedComm, EmulatedGroup, clip_forward, compile_layers, init_distributed,
                            parallel_temporal_layers)
 from dual_scope import DualScope
-from simulate import TINY_UNET, randomize
+from simulate import TINY_UNET, check_latent_size, randomize
 
 # Relative L2 error allowed against the float32 (float64) reference. With random weights the UNet amplifies rounding:
 # fp16 (11-bit mantissa) measures 2.6e-3, bf16 (8-bit) 8x that, 2.1e-2, on an H200 and on the CPU alike, before and
@@ -76,10 +76,7 @@ def parse_args(argv=None):
             p.error(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
     if any(n < 1 for n in args.frames_per_gpu or []):
         p.error(f"--frames-per-gpu must be >= 1 each, got {args.frames_per_gpu}")
-    for name in ("height", "width"):
-        if getattr(args, name) < 8 or getattr(args, name) % 8:
-            p.error(f"--{name} (latent) must be a multiple of 8 (the UNet halves it 3 times), "
-                    f"got {getattr(args, name)}")
+    check_latent_size(p, args)
     for name in ("json", "profile"):  # found out now, not after the measuring
         path = getattr(args, name)
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):

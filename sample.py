@@ -344,8 +344,7 @@ def check_args(args):
     # sqrt(1 - a_prev - sigma_t^2) is the root of a negative number at some steps
     need(0 <= args.eta <= 1, f"--eta must be in 0..1, got {args.eta}")
     need(not (args.random_weights and args.checkpoint), "--random-weights does not combine with --checkpoint")
-    if args.model_config:
-        read_model_config(args.model_config)
+    args.config = read_model_config(args.model_config) if args.model_config else None  # read and checked once
     need(args.local_window >= 0, f"--local-window must be >= 0, got {args.local_window}")
     need(args.global_frames >= 0, f"--global-frames must be >= 0, got {args.global_frames}")
     need(args.decode_batch >= 1, f"--decode-batch must be >= 1, got {args.decode_batch}")
@@ -388,7 +387,7 @@ def pick_dtype(args, device):
 def load_parts(args, device, dtype):
     if args.random_weights:
         from simulate import randomize
-        config = read_model_config(args.model_config) if args.model_config else model.VC2_CONFIG
+        config = args.config or model.VC2_CONFIG
         with torch.device(device):  # built and drawn on the GPU: seconds, not minutes, at full size
             parts = dict(unet=randomize(model.UNet(**config["unet"]), args.seed),
                          vae=model.AutoencoderKL(**config["vae"]), text=model.TextEncoder(**config["text"]),
@@ -397,7 +396,7 @@ def load_parts(args, device, dtype):
             parts[k] = parts[k].to(device=device, dtype=dtype).eval().requires_grad_(False)
         return parts
     try:
-        return model.load_videocrafter2(args.checkpoint, args.model_config, dtype=dtype, device=device)
+        return model.load_videocrafter2(args.checkpoint, args.config, dtype=dtype, device=device)
     except model.CheckpointError as e:
         raise UserError(str(e)) from None
 

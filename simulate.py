@@ -148,10 +148,7 @@ def parse_args(argv=None):
     for name in ("frames", "ranks"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    for name in ("height", "width"):
-        if getattr(args, name) < 8 or getattr(args, name) % 8:
-            p.error(f"--{name} (latent) must be a multiple of 8 (the UNet halves it 3 times), "
-                    f"got {getattr(args, name)}")
+    check_latent_size(p, args)
     if args.compile and "WORLD_SIZE" not in os.environ:
         p.error("--compile needs real ranks (torchrun): emulated ranks are threads of one process")
     if args.ranks > args.frames and "WORLD_SIZE" not in os.environ:  # torchrun: main_torchrun checks its world size
@@ -160,6 +157,13 @@ def parse_args(argv=None):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     return args
+
+
+def check_latent_size(p, args):  # also bench.py's
+    for name in ("height", "width"):
+        if getattr(args, name) < 8 or getattr(args, name) % 8:
+            p.error(f"--{name} (latent) must be a multiple of 8 (the UNet halves it 3 times), "
+                    f"got {getattr(args, name)}")
 
 
 def build(args, device):
