@@ -25,8 +25,8 @@ import torch.distributed as dist
 from torch.utils.flop_counter import FlopCounterMode
 
 import model
-from clip_parallel import (DistComm, EmulatedComm, EmulatedGroup, clip_forward, compile_layers, init_distributed,
-                           parallel_temporal_layers)
+from clip_parallel import (DistComm, EmulatedComm, EmulatedGroup, GraphedClipForward, clip_forward, compile_layers,
+                           init_distributed, parallel_temporal_layers)
 from dual_scope import DualScope
 from simulate import TINY_UNET, check_latent_size, randomize
 
@@ -53,6 +53,8 @@ def parse_args(argv=None):
     p.add_argument("--tiny", action="store_true", help="tiny UNet (simulate.TINY_UNET) on the CPU, 8x8 latents")
     p.add_argument("--compile", action="store_true", help="torch.compile the per-frame layers and the clip-parallel "
                    "arithmetic between communication stages (clip_parallel.compile_layers) before timing")
+    p.add_argument("--cuda-graph", action="store_true", help="record each forward as a CUDA graph and time its "
+                   "replays (clip_parallel.GraphedClipForward; GPU only; the check then runs the graph too)")
     p.add_argument("--profile", metavar="PATH", help="write torch.profiler's op table of one forward at the first n")
     p.add_argument("--e2e", action="store_true", help="end-to-end sampling through sample.py with random weights; "
                    "takes --frames, --steps, --height, --width, --fps, --dtype, --compile, --seed, --json, and "
@@ -67,7 +69,7 @@ def parse_args(argv=None):
     args.sample_args = extra
     if args.e2e:  # the forward-benchmark flags mean nothing to a sampling run: refuse them rather than ignore them
         unused = [f"--{k.replace('_', '-')}" for k in ("frames_per_gpu", "batch", "timestep", "warmup", "iters",
-                                                      "check_frames", "tiny", "profile")
+                                                      "check_frames", "tiny", "profile", "cuda_graph")
                   if getattr(args, k) != p.get_default(k)]
         if unused:
             p.error(f"--e2e does not use {', '.join(unused)} (flags of the forward benchmark)")
@@ -83,6 +85,8 @@ def parse_args(argv=None):
             p.error(f"--{name}: folder {os.path.dirname(os.path.abspath(path))!r} does not exist")
     if not (args.tiny or args.e2e or torch.cuda.is_available()):
         p.error("no GPU: the full-size UNet takes hours per table on a CPU; use --tiny (or a GPU)")
+    if args.cuda_graph and (args.tiny or not torch.cuda.is_available()):
+        p.error("--cuda-graph needs a GPU (--tiny runs on the CPU)")
     if args.tiny:
         args.height, args.width = min(args.height, 8), min(args.width, 8)
     args.dtype_given = args.dtype is not None
@@ -158,28 +162,36 @@ def check(unet, args, comm, device, ref_dtype, dtype):
         ref = ref.double()
     finally:
         torch.backends.cudnn.allow_tf32 = cudnn_tf32
-    out = clip_forward(unet.to(dtype), comm, frames, x, t, ctx, args.fps).double()
+    out = forward(unet.to(dtype), args, comm, frames, x, t, ctx)().double()
     err2, ref2, finite = all_reduce([(out - ref).square().sum().item(), ref.square().sum().item(),
                                      float(not torch.isfinite(out).all())], dist.ReduceOp.SUM)
     return (err2 / ref2) ** 0.5 if finite == 0 else float("inf")
+
+
+def forward(unet, args, comm, frames, x, t, ctx):
+    """() -> this rank's output: clip_forward, or with --cuda-graph the replay of its recording."""
+    if not args.cuda_graph:
+        return lambda: clip_forward(unet, comm, frames, x, t, ctx, args.fps)
+    graph = GraphedClipForward(unet, comm, frames, x, args.timestep, ctx, args.fps)
+    return lambda: graph(x, args.timestep)
 
 
 def measure(unet, args, n, comm, solo, device, timer):
     """Time one n: with this run's communicator, and (under torchrun) each rank alone, all at once."""
     frames = n * comm.world_size
     x, t, ctx = inputs(args, frames, comm, device, args.seed + 2)
-    run = lambda c, f: clip_forward(unet, c, f, x, t, ctx, args.fps)  # noqa: E731
     # FLOPs of the single-GPU forward at this n, counted on the eager ops
     with torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False) as counter:
-        run(solo, n)
+        clip_forward(unet, solo, n, x, t, ctx, args.fps)
     row = dict(frames_per_gpu=n, ranks=comm.world_size, video_frames=frames, flops=counter.get_total_flops())
 
     def timed(c, f):
+        run = forward(unet, args, c, f, x, t, ctx)  # a CUDA graph's warm-up and recording happen here
         for _ in range(args.warmup):
-            run(c, f)
+            run()
         if dist.is_initialized():
             dist.barrier()
-        return statistics.median(timer(lambda: run(c, f)) for _ in range(args.iters))
+        return statistics.median(timer(run) for _ in range(args.iters))
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -274,7 +286,7 @@ def main(argv=None):
             compile_layers(unet)
         res = dict(device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                    torch=torch.__version__, dtype=args.dtype, batch=args.batch, latent=[args.height, args.width],
-                   timestep=args.timestep, ranks=comm.world_size, compile=args.compile,
+                   timestep=args.timestep, ranks=comm.world_size, compile=args.compile, cuda_graph=args.cuda_graph,
                    date=time.strftime("%Y-%m-%d"))
         res["matmul_peak_tflops"] = all_reduce([matmul_peak(device, dtype, timer)], dist.ReduceOp.MIN)[0]
         with parallel_temporal_layers(unet, DualScope()):
@@ -301,7 +313,8 @@ def main(argv=None):
                 profile(unet, args, comm, device, args.profile)
         if comm.rank == 0:
             print(f"{res['device']}, torch {res['torch']}, {args.dtype}, batch {args.batch}, latent "
-                  f"{args.height}x{args.width}, {comm.world_size} rank(s){', compiled' if args.compile else ''}; "
+                  f"{args.height}x{args.width}, {comm.world_size} rank(s){', compiled' if args.compile else ''}"
+                  f"{', CUDA graphs' if args.cuda_graph else ''}; "
                   f"{args.dtype} matmul peak measured "
                   f"{res['matmul_peak_tflops']:.3g} TFLOP/s")
             if "check" in res:

@@ -377,8 +377,8 @@ def compile_layers(unet, backend="inductor"):
     return unet
 
 
-def clip_forward(unet, comm, frames, x, timesteps, context, fps):
-    """One rank's UNet forward on its clip x (b, c, n, h, w) of a `frames`-long video, inside parallel_temporal_layers."""
+def enter_clip(comm, frames, x, timesteps):
+    """Set STATE for one rank's forward on its clip x (b, c, n, h, w) of a `frames`-long video."""
     STATE.comm, STATE.clips = comm, split_frames(frames, comm.world_size)
     start, stop = STATE.clips[comm.rank]
     if x.shape[2] != stop - start:
@@ -389,7 +389,51 @@ def clip_forward(unet, comm, frames, x, timesteps, context, fps):
     t = timesteps.reshape(-1)
     STATE.timesteps = t[:1] if bool((t == t[0]).all()) else t
     comm.reset_traffic()
+
+
+def clip_forward(unet, comm, frames, x, timesteps, context, fps):
+    """One rank's UNet forward on its clip x (b, c, n, h, w) of a `frames`-long video, inside parallel_temporal_layers."""
+    enter_clip(comm, frames, x, timesteps)
     return unet(x, timesteps, context, fps)
+
+
+class GraphedClipForward:
+    """clip_forward recorded once as a CUDA graph, then replayed: one launch for the whole forward instead of
+    thousands of small kernels, each launched from Python (at 24 frames per GPU the forward waits on the CPU).
+
+    For fixed shapes: one clip x (b, c, n, h, w), one context, the batch sharing one timestep (sampling, and CFG's
+    cond/uncond pair). Calls copy their inputs into the graph's buffers and return the graph's output buffer, which
+    the next call overwrites. The communication is recorded too, so it must be capturable: NCCL (torchrun), or one
+    emulated rank (no communication); not emulated ranks, which are threads meeting at a host barrier. The traffic
+    counters count the recorded forward only.
+    """
+
+    def __init__(self, unet, comm, frames, x, timestep, context, fps, warmup=2):
+        if x.device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device, x is on {x.device}")
+        if isinstance(comm, EmulatedComm) and comm.world_size > 1:
+            raise ValueError("CUDA graphs cannot record emulated ranks (threads that wait on each other on the host)")
+        self.x, self.context = x.clone(), context.clone()
+        self.t = torch.full((len(x),), timestep, device=x.device)
+        # warm up off the default stream (as recording needs): compilation, cuDNN autotuning, cached masks and indices
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                clip_forward(unet, comm, frames, self.x, self.t, self.context, fps)
+        torch.cuda.current_stream().wait_stream(side)
+        enter_clip(comm, frames, self.x, self.t)  # host-side state and its one sync, outside the recording
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = unet(self.x, self.t, self.context, fps)
+
+    def __call__(self, x, timestep, context=None):
+        self.x.copy_(x)
+        self.t.fill_(timestep)
+        if context is not None:
+            self.context.copy_(context)
+        self.graph.replay()
+        return self.out
 
 
 def run_ranks(ranks, fn):

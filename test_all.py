@@ -337,6 +337,35 @@ def test_clip_forward_checks_the_clip_length():
         clip_forward(None, comm, 10, torch.zeros(1, 4, 4, 2, 2), torch.tensor([900]), None, 24)
 
 
+def test_graphed_clip_forward_refuses_what_it_cannot_record():
+    from clip_parallel import EmulatedComm, EmulatedGroup, GraphedClipForward
+    x = torch.zeros(1, 4, 4, 2, 2)
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device, x is on cpu"):
+        GraphedClipForward(None, EmulatedComm(EmulatedGroup(1), 0), 4, x, 900, None, 24)
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cannot record emulated ranks"):
+            GraphedClipForward(None, EmulatedComm(EmulatedGroup(2), 0), 8, x.cuda(), 900, None, 24)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on the device: BENCH.md)")
+def test_graphed_clip_forward_replays_equal_forwards(monkeypatch):
+    """The recorded forward, replayed on new inputs and timesteps (either side of the bias switch), gives what the
+    plain forward gives on them: the same kernels, so equal to rounding."""
+    from clip_parallel import EmulatedComm, EmulatedGroup, GraphedClipForward, clip_forward, parallel_temporal_layers
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # float32 convs: no TF32 algorithm choice
+    torch.manual_seed(0)
+    unet = simulate.randomize(model.UNet(**simulate.TINY_UNET).eval(), 0).cuda()
+    comm, n = EmulatedComm(EmulatedGroup(1), 0), 12
+    x, ctx = torch.randn(2, 4, n, 8, 8, device="cuda"), torch.randn(2, 77, simulate.TINY_UNET["context_dim"], device="cuda")
+    with torch.no_grad(), parallel_temporal_layers(unet, DualScope(local_window=2, global_frames=3)):
+        graph = GraphedClipForward(unet, comm, n, x, 900, ctx, 24)
+        for t in (900, 500, 999):
+            x = torch.randn_like(x)
+            want = clip_forward(unet, comm, n, x, torch.full((2,), t, device="cuda"), ctx, 24)
+            got = graph(x, t)
+            assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+
+
 def test_simulate_ranks_flag_is_for_emulated_ranks(monkeypatch):
     with pytest.raises(SystemExit):
         simulate.parse_args(["--frames", "3"])  # the default --ranks 4 emulated ranks need 4 frames
@@ -1073,6 +1102,7 @@ def test_bench_tiny(tmp_path):
     (["--tiny", "--height", "12"], "--height (latent) must be a multiple of 8"),
     (["--tiny", "--json", "/nonexistent/b.json"], "--json: folder '/nonexistent' does not exist"),
     (["--e2e", "--iters", "3", "--batch", "4"], "--e2e does not use --batch, --iters"),
+    (["--tiny", "--cuda-graph"], "--cuda-graph needs a GPU (--tiny runs on the CPU)"),
 ])
 def test_bench_bad_input(argv, message, capsys):
     """One line before any compute (the check and the timings take minutes on a GPU), exit code 2."""

@@ -122,8 +122,14 @@ def main():
         row["clip_attention_ms"] = time_ms(attend)
         for block in (128, 64):
             bm, score_mod = flex_masks(0, left, n, n, given, scope, t, N, dev, block)
-            flex = lambda: flex_compiled(qn, kn, vn, score_mod=score_mod, block_mask=bm)  # noqa: E731
-            err = ((flex() - today).abs().max() / today.abs().max()).item()
+            # the GPU kernel's tiles must divide the mask's blocks (run 7: block 64 with the default 128 tiles failed)
+            opts = None if args.cpu_check else dict(BLOCK_M=block, BLOCK_N=block)
+            flex = lambda: flex_compiled(qn, kn, vn, score_mod=score_mod, block_mask=bm, kernel_options=opts)  # noqa: E731
+            try:
+                err = ((flex() - today).abs().max() / today.abs().max()).item()
+            except Exception as e:  # one variant failing must not lose the other rows (run 7 lost them all)
+                row[f"flex{block}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                continue
             assert err < tol, (block, err)
             row[f"flex{block}_ms"], row[f"flex{block}_rel_diff"] = time_ms(flex), err
         rows.append(row)
