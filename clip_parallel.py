@@ -17,8 +17,8 @@ The three communication stages, by name:
 Pairing even/odd then odd/even keeps every link busy and never waits on a chain of ranks (the paper's scheme).
 With these, the clip-parallel output equals the single-device output for any number of ranks.
 
-Between two stages, the arithmetic of ClipGroupNorm and ClipTemporalConv is plain functions of tensors (FUSED):
-eager by default, torch.compile'd into one kernel each by compile_layers (for GPUs).
+Between two stages, the arithmetic of ClipGroupNorm and ClipTemporalConv, and ClipAttention's attention over the
+gathered keys, are plain functions of tensors (FUSED): eager by default, torch.compile'd by compile_layers (GPUs).
 """
 import datetime
 import functools
@@ -234,7 +234,7 @@ def normalize_silu(x, scale, shift):  # -> (b, n, c, h, w): SiLU of the normaliz
     return F.silu(normalize(x, scale, shift), inplace=True)
 
 
-FUSED = ("group_moments", "normalize_tokens", "normalize_silu")  # what compile_layers compiles
+FUSED = ("group_moments", "normalize_tokens", "normalize_silu", "clip_attention")  # what compile_layers compiles
 
 
 def video_group_norm(x, norm):
