@@ -388,9 +388,12 @@ def load_parts(args, device, dtype):
     if args.random_weights:
         from simulate import randomize
         config = args.config or model.VC2_CONFIG
+        # every part drawn from the seed: the same weights on every rank and in every run (default initialisation
+        # would give each rank its own text encoder and VAE)
         with torch.device(device):  # built and drawn on the GPU: seconds, not minutes, at full size
             parts = dict(unet=randomize(model.UNet(**config["unet"]), args.seed),
-                         vae=model.AutoencoderKL(**config["vae"]), text=model.TextEncoder(**config["text"]),
+                         vae=randomize(model.AutoencoderKL(**config["vae"]), args.seed + 1),
+                         text=randomize(model.TextEncoder(**config["text"]), args.seed + 2),
                          tokenizer=model.Tokenizer(), scale_factor=config.get("scale_factor", 0.18215))
         for k in ("unet", "vae", "text"):
             parts[k] = parts[k].to(device=device, dtype=dtype).eval().requires_grad_(False)

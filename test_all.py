@@ -656,6 +656,22 @@ def fake_checkpoint(tmp_path_factory):
     return make_fake_checkpoint(str(tmp_path_factory.mktemp("ckpt")))
 
 
+def test_random_weights_come_from_the_seed(fake_checkpoint):
+    """--random-weights: every part (UNet, VAE, text encoder) drawn from --seed, so ranks (separate processes) hold
+    the same model; the VAE and text encoder once kept PyTorch's default initialisation, different in each process."""
+    args = sample.parse_args(["--random-weights", "--model-config", fake_checkpoint[1], "--prompt", "x"])
+    sample.check_args(args)
+    first = sample.load_parts(args, torch.device("cpu"), torch.float32)
+    torch.randn(1000)  # the global random state moves on, as it does between processes
+    second = sample.load_parts(args, torch.device("cpu"), torch.float32)
+    for part in ("unet", "vae", "text"):
+        a, b = first[part].state_dict(), second[part].state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
+    args.seed += 1
+    assert not torch.equal(sample.load_parts(args, torch.device("cpu"), torch.float32)["vae"].state_dict()[
+        "decoder.conv_out.weight"], first["vae"].state_dict()["decoder.conv_out.weight"])
+
+
 def test_load_fake_checkpoint_and_cache(fake_checkpoint, tiny_unet):
     ckpt, config = fake_checkpoint
     parts = model.load_videocrafter2(ckpt, config)
