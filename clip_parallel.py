@@ -403,9 +403,10 @@ class GraphedClipForward:
 
     For fixed shapes: one clip x (b, c, n, h, w), one context, the batch sharing one timestep (sampling, and CFG's
     cond/uncond pair). Calls copy their inputs into the graph's buffers and return the graph's output buffer, which
-    the next call overwrites. The communication is recorded too, so it must be capturable: NCCL (torchrun), or one
-    emulated rank (no communication); not emulated ranks, which are threads meeting at a host barrier. The traffic
-    counters count the recorded forward only.
+    the next call overwrites. The communication is recorded too, so it must be capturable: NCCL (torchrun; measured
+    with one rank, BENCH.md run 8; several ranks record the point-to-point halo exchanges, which no machine lent to us
+    could test), or one emulated rank (no communication); not emulated ranks, which are threads meeting at a host
+    barrier. The traffic counters count the recorded forward only.
     """
 
     def __init__(self, unet, comm, frames, x, timestep, context, fps, warmup=2):
