@@ -371,6 +371,11 @@ def compile_layers(unet, backend="inductor"):
     with no symbolic index arithmetic; they see few shapes in a run (one clip length, one dtype).
     """
     model.compile_frame_layers(unet, backend)  # also raises dynamo's recompile limit
+    # clip_attention compiles per (layer shape, clip start): ~5 per clip length and rank; past the limit dynamo would
+    # quietly run it eagerly (bench.py times several lengths, and under torchrun each rank's solo run too)
+    config = torch._dynamo.config
+    config.cache_size_limit = max(config.cache_size_limit, 256)
+    config.accumulated_cache_size_limit = max(config.accumulated_cache_size_limit, 512)
     for name in FUSED:
         fn = globals()[name]
         globals()[name] = torch.compile(getattr(fn, "_torchdynamo_orig_callable", fn), backend=backend, dynamic=False)
@@ -410,6 +415,8 @@ class GraphedClipForward:
     """
 
     def __init__(self, unet, comm, frames, x, timestep, context, fps, warmup=2):
+        if warmup < 1:  # the warm-up fills the mask and index caches: filled while recording, they would hold garbage
+            raise ValueError(f"warmup must be >= 1, got {warmup}")
         if x.device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device, x is on {x.device}")
         if isinstance(comm, EmulatedComm) and comm.world_size > 1:
@@ -429,6 +436,10 @@ class GraphedClipForward:
             self.out = unet(self.x, self.t, self.context, fps)
 
     def __call__(self, x, timestep, context=None):
+        for name, given, recorded in (("x", x, self.x), ("context", context, self.context)):
+            if given is not None and given.shape != recorded.shape:  # copy_ would broadcast into a wrong result
+                raise ValueError(f"{name} has shape {tuple(given.shape)}, the graph was recorded for "
+                                 f"{tuple(recorded.shape)}")
         self.x.copy_(x)
         self.t.fill_(timestep)
         if context is not None:

@@ -340,6 +340,8 @@ def test_clip_forward_checks_the_clip_length():
 def test_graphed_clip_forward_refuses_what_it_cannot_record():
     from clip_parallel import EmulatedComm, EmulatedGroup, GraphedClipForward
     x = torch.zeros(1, 4, 4, 2, 2)
+    with pytest.raises(ValueError, match="warmup must be >= 1, got 0"):
+        GraphedClipForward(None, EmulatedComm(EmulatedGroup(1), 0), 4, x, 900, None, 24, warmup=0)
     with pytest.raises(ValueError, match="CUDA graphs need a CUDA device, x is on cpu"):
         GraphedClipForward(None, EmulatedComm(EmulatedGroup(1), 0), 4, x, 900, None, 24)
     if torch.cuda.is_available():
@@ -364,6 +366,9 @@ def test_graphed_clip_forward_replays_equal_forwards(monkeypatch):
             want = clip_forward(unet, comm, n, x, torch.full((2,), t, device="cuda"), ctx, 24)
             got = graph(x, t)
             assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+        with pytest.raises(ValueError, match=r"x has shape \(1, 4, 12, 8, 8\), the graph was recorded for "
+                                             r"\(2, 4, 12, 8, 8\)"):
+            graph(x[:1], 900)  # copy_ would broadcast it
 
 
 def test_simulate_ranks_flag_is_for_emulated_ranks(monkeypatch):
