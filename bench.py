@@ -54,8 +54,8 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true", help="torch.compile the per-frame layers and the clip-parallel "
                    "arithmetic between communication stages (clip_parallel.compile_layers) before timing")
     p.add_argument("--cuda-graph", action="store_true", help="record each forward as a CUDA graph and time its "
-                   "replays (clip_parallel.GraphedClipForward; GPU only; the check then runs the graph too; under torchrun "
-                   "tested with one rank only)")
+                   "replays (clip_parallel.GraphedClipForward; GPU only; the check then runs the graph too; "
+                   "under torchrun tested with one rank only)")
     p.add_argument("--profile", metavar="PATH", help="write torch.profiler's op table of one forward at the first n "
                    "(the forward itself, never its CUDA graph)")
     p.add_argument("--e2e", action="store_true", help="end-to-end sampling through sample.py with random weights; "

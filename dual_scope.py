@@ -129,7 +129,8 @@ def clip_attention(q, k, v, start, left, frames, timesteps, scope):
     if left != min(w, start) or right != min(w, frames - start - n):
         raise ValueError(f"halo (left, right) must be ({min(w, start)}, {min(w, frames - start - n)}), "
                          f"got ({left}, {right}) with {g} global frames")
-    # compiled (clip_parallel.compile_layers, static shapes) the masks are traced into the kernels: the cache is for eager
+    # compiled (clip_parallel.compile_layers, static shapes), the masks are traced into the kernels: the cache is for
+    # eager calls
     masks = clip_masks.__wrapped__ if torch.compiler.is_compiling() else clip_masks
     is_local, is_global, scale = masks(start, n, left, right, frames, scope, q.device)
     nb, B, S = is_local.shape

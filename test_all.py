@@ -358,7 +358,8 @@ def test_graphed_clip_forward_replays_equal_forwards(monkeypatch):
     torch.manual_seed(0)
     unet = simulate.randomize(model.UNet(**simulate.TINY_UNET).eval(), 0).cuda()
     comm, n = EmulatedComm(EmulatedGroup(1), 0), 12
-    x, ctx = torch.randn(2, 4, n, 8, 8, device="cuda"), torch.randn(2, 77, simulate.TINY_UNET["context_dim"], device="cuda")
+    x = torch.randn(2, 4, n, 8, 8, device="cuda")
+    ctx = torch.randn(2, 77, simulate.TINY_UNET["context_dim"], device="cuda")
     with torch.no_grad(), parallel_temporal_layers(unet, DualScope(local_window=2, global_frames=3)):
         graph = GraphedClipForward(unet, comm, n, x, 900, ctx, 24)
         for t in (900, 500, 999):
