@@ -370,9 +370,10 @@ def compile_layers(unet, backend="inductor"):
     The FUSED functions compile with static shapes: one specialised kernel per layer shape (a few per UNet level),
     with no symbolic index arithmetic; they see few shapes in a run (one clip length, one dtype).
     """
-    model.compile_frame_layers(unet, backend)  # also raises dynamo's recompile limit
-    # clip_attention compiles per (layer shape, clip start): ~5 per clip length and rank; past the limit dynamo would
-    # quietly run it eagerly (bench.py times several lengths, and under torchrun each rank's solo run too)
+    model.compile_frame_layers(unet, backend)
+    # dynamo's recompile limit, above compile_frame_layers' 64: clip_attention compiles per (layer shape, clip start),
+    # ~5 per clip length and rank, and past the limit dynamo would quietly run it eagerly (bench.py times several
+    # lengths, and under torchrun each rank's solo run too)
     config = torch._dynamo.config
     config.cache_size_limit = max(config.cache_size_limit, 256)
     config.accumulated_cache_size_limit = max(config.accumulated_cache_size_limit, 512)
