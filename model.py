@@ -335,20 +335,27 @@ def compile_frame_layers(unet, backend="inductor"):
 
     These hold no communication, so clip parallelism leaves them alone and they compile to whole graphs: Inductor
     fuses GroupNorm + SiLU, the embedding add, LayerNorms, GEGLU's gelu * x and the residual adds, which run as
-    separate memory-bound kernels in eager mode (BENCH.md, run 5). The temporal layers stay eager: clip_parallel
-    swaps parts of them for communicating modules (and clip_parallel.compile_layers compiles the arithmetic between
-    their communication). The numbers are those of the eager model up to rounding.
+    separate memory-bound kernels in eager mode (BENCH.md, run 5), and every 2D conv reads and writes channels-last
+    memory (run 15). The temporal layers stay eager: clip_parallel swaps parts of them for communicating modules (and
+    clip_parallel.compile_layers compiles the arithmetic between their communication). The numbers are those of the
+    eager model up to rounding.
     """
     config = torch._dynamo.config
     config.cache_size_limit = max(config.cache_size_limit, 64)  # one graph per (layer shape, dtype), not per module
+    # Inductor's heuristic left these graphs' convs NCHW (torch 2.11, H200): cuDNN's NHWC kernels then transposed
+    # every conv's input, weight and output, 20 ms of 644 at 128 frames per GPU; forced, the GroupNorm + SiLU before
+    # a conv writes its input channels-last instead (run 15: -18 ms)
+    torch._inductor.config.force_layout_optimization = True
     for m in unet.modules():
         if isinstance(m, ResBlock):
             m.frame_layers = torch.compile(m.frame_layers, backend=backend)
-        elif isinstance(m, SpatialTransformer):
+        elif isinstance(m, (SpatialTransformer, Downsample, Upsample)):
             m.forward = torch.compile(m.forward, backend=backend)
         elif isinstance(m, TemporalTransformer):
             for block in m.transformer_blocks:
                 block.ff.net = torch.compile(block.ff.net, backend=backend)
+    for conv in (unet.input_blocks[0][0], unet.out):  # the first conv, and the last GroupNorm, SiLU and conv
+        conv.forward = torch.compile(conv.forward, backend=backend)
     return unet
 
 # ----------------------------------------------------------------------------

@@ -71,8 +71,9 @@ def test_compile_frame_layers_keeps_the_numbers(tiny_unet):
     model.compile_frame_layers(unet, backend="eager")
     mods = list(unet.modules())
     wrapped = ([m.frame_layers for m in mods if isinstance(m, model.ResBlock)]
-               + [m.forward for m in mods if isinstance(m, model.SpatialTransformer)]
-               + [m.transformer_blocks[0].ff.net for m in mods if isinstance(m, model.TemporalTransformer)])
+               + [m.forward for m in mods if isinstance(m, (model.SpatialTransformer, model.Downsample, model.Upsample))]
+               + [m.transformer_blocks[0].ff.net for m in mods if isinstance(m, model.TemporalTransformer)]
+               + [unet.input_blocks[0][0].forward, unet.out.forward])
     assert wrapped and all(hasattr(f, "_torchdynamo_orig_callable")  # a compiled function or method
                            or isinstance(f, torch._dynamo.eval_frame.OptimizedModule) for f in wrapped)
     c = fixture_tensors("unet_tiny_cases.safetensors", unet_cases()[0] + ".")
