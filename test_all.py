@@ -22,6 +22,9 @@ import simulate
 from dual_scope import DualScope, clip_attention, clip_masks, plot_scope, reference_attention, split_frames
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# torchrun in these tests starts gloo ranks on the CPU, on any host: with GPUs visible, sample.py and simulate.py would
+# take NCCL, one GPU per rank, and refuse ranks past the host's GPU count (a 1-GPU machine)
+GLOO_ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 FIX = os.path.join(HERE, "fixtures")
 torch.set_grad_enabled(False)
 
@@ -308,7 +311,7 @@ def test_simulate_real_gloo_ranks(tmp_path, ranks):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "simulate.py",
            "--frames", "11", "--height", "8", "--width", "8", "--local-window", "2", "--global-frames", "3",
            "--dtype", "float64", "--json", str(out)]
-    proc = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=300, env=GLOO_ENV)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())["results"][0]
     assert res["ranks"] == ranks and res["backend"] == "gloo" and res["max_rel_diff"] <= 1e-10
@@ -324,7 +327,7 @@ def test_simulate_real_gloo_ranks_compiled(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "3", "simulate.py", "--frames", "11",
            "--height", "8", "--width", "8", "--local-window", "2", "--global-frames", "3", "--dtype", "float64",
            "--compile", "eager", "--json", str(out)]
-    proc = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=600, env=GLOO_ENV)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())["results"][0]
     assert res["ranks"] == 3 and res["compile"] == "eager" and res["max_rel_diff"] <= 1e-10
@@ -805,7 +808,7 @@ def test_sample_is_rank_invariant(fake_checkpoint, tmp_path):
         runs[f"emulate {n}"] = load_file(tmp_path / f"e{n}.latents.safetensors")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "sample.py",
            *sample_args(fake_checkpoint, tmp_path / "t2.mp4")]
-    proc = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=300, env=GLOO_ENV)
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs["torchrun 2"] = load_file(tmp_path / "t2.latents.safetensors")
     one = runs.pop("emulate 1")
@@ -1011,7 +1014,8 @@ def test_bf16_on_a_gpu_without_it(monkeypatch):
 
 def torchrun(args, tmp_path, script="sample.py", **kw):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", script, *args]
-    return subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=GLOO_ENV,
+                            **kw)
 
 
 def test_frames_fewer_than_real_ranks(fake_checkpoint, tmp_path):
@@ -1056,7 +1060,7 @@ def test_ctrl_c_stops_every_rank_and_leaves_no_files(fake_checkpoint, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "sample.py",
            *sample_args(fake_checkpoint, out / "v.mp4", "--steps", "200")]
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=HERE, stdout=log, stderr=log, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=HERE, stdout=log, stderr=log, start_new_session=True, env=GLOO_ENV)
         deadline = time.time() + 90
         while time.time() < deadline and "denoise:" not in log_path.read_text():  # wait until sampling runs
             time.sleep(0.5)
