@@ -5,7 +5,9 @@ profiler's "Command Buffer Full" rows, so the kernels may sum to less than the f
 CUDA-graph replay and one plain forward (torch.profiler, kernel activities), and prints for each: the wall time,
 the sum of kernel times, the time at least one kernel runs (union), the gaps, and the kernel time by category.
 Writes the kernel list (name, count, ms) as JSON and the chrome traces, gzipped.
-Usage on the GPU: python docs/bench/next/trace128.py OUT_DIR [n]
+Usage on the GPU: python docs/bench/next/trace128.py OUT_DIR [n] [--whole-temporal]
+--whole-temporal: also torch.compile each TemporalTransformer whole (static shapes); dynamo splits it at the
+exchanges, so the residual adds, LayerNorms and projections between two exchanges compile together.
 """
 import collections
 import gzip
@@ -71,7 +73,7 @@ def analyse(trace_path, wall_ms, label):
                 by_category=dict(by_cat), by_name=[[n, c, ms] for n, (c, ms) in top])
 
 
-def main(out, n):
+def main(out, n, whole_temporal=False):
     torch.set_grad_enabled(False)
     torch.backends.cudnn.benchmark = True
     args = bench.parse_args(["--compile", "--cuda-graph", "--frames-per-gpu", str(n)])
@@ -82,6 +84,10 @@ def main(out, n):
     with torch.device(device):
         unet = randomize(model.UNet(**config).eval(), args.seed)
     compile_layers(unet)
+    if whole_temporal:
+        for m in unet.modules():
+            if isinstance(m, model.TemporalTransformer):
+                m.forward = torch.compile(m.forward, dynamic=False)
     results = []
     with parallel_temporal_layers(unet, DualScope()):
         unet.to(torch.bfloat16)
@@ -108,4 +114,4 @@ def main(out, n):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 128)
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 128, "--whole-temporal" in sys.argv)
