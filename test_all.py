@@ -22,11 +22,26 @@ import simulate
 from dual_scope import DualScope, clip_attention, clip_masks, plot_scope, reference_attention, split_frames
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# torchrun in these tests starts gloo ranks on the CPU, on any host: with GPUs visible, sample.py and simulate.py would
-# take NCCL, one GPU per rank, and refuse ranks past the host's GPU count (a 1-GPU machine)
-GLOO_ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 FIX = os.path.join(HERE, "fixtures")
 torch.set_grad_enabled(False)
+
+
+def torchrun(args, script="sample.py", ranks=2, **popen):
+    """torchrun of `script` on `ranks` gloo ranks on the CPU, as a Popen (stdout and stderr piped unless given). CUDA
+    hidden: on a GPU host the scripts would take NCCL, one GPU per rank, and refuse ranks past its GPU count."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), script, *args]
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    return subprocess.Popen(cmd, cwd=HERE, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, text=True, **popen)
+
+
+def torchrun_ok(args, script, ranks=2, timeout=300):
+    """torchrun that must succeed (its stderr in the failure message); killed at the timeout."""
+    proc = torchrun(args, script, ranks)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-2000:]
 
 
 def fixture_json(name):
@@ -308,11 +323,8 @@ def test_simulate_cli_emulated(tmp_path):
 def test_simulate_real_gloo_ranks(tmp_path, ranks):
     """Real processes (torchrun, gloo): the gathered clip-parallel video equals the single-device run."""
     out = tmp_path / "sim.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "simulate.py",
-           "--frames", "11", "--height", "8", "--width", "8", "--local-window", "2", "--global-frames", "3",
-           "--dtype", "float64", "--json", str(out)]
-    proc = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=300, env=GLOO_ENV)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    torchrun_ok(["--frames", "11", "--height", "8", "--width", "8", "--local-window", "2", "--global-frames", "3",
+                 "--dtype", "float64", "--json", str(out)], "simulate.py", ranks)
     res = json.loads(out.read_text())["results"][0]
     assert res["ranks"] == ranks and res["backend"] == "gloo" and res["max_rel_diff"] <= 1e-10
     stage2_pairs = [(r % 2 == 1 and r + 1 < ranks) or (r % 2 == 0 and r >= 2) for r in range(ranks)]  # (1,2),(3,4)..
@@ -324,11 +336,8 @@ def test_simulate_real_gloo_ranks_compiled(tmp_path):
     the eager single-device run. Backend "eager": dynamo's capture, not Inductor's code (bench.py checks that on a
     GPU). In processes of their own, as compile_layers replaces the FUSED functions of the module."""
     out = tmp_path / "sim.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "3", "simulate.py", "--frames", "11",
-           "--height", "8", "--width", "8", "--local-window", "2", "--global-frames", "3", "--dtype", "float64",
-           "--compile", "eager", "--json", str(out)]
-    proc = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=600, env=GLOO_ENV)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    torchrun_ok(["--frames", "11", "--height", "8", "--width", "8", "--local-window", "2", "--global-frames", "3",
+                 "--dtype", "float64", "--compile", "eager", "--json", str(out)], "simulate.py", 3, timeout=600)
     res = json.loads(out.read_text())["results"][0]
     assert res["ranks"] == 3 and res["compile"] == "eager" and res["max_rel_diff"] <= 1e-10
 
@@ -806,10 +815,7 @@ def test_sample_is_rank_invariant(fake_checkpoint, tmp_path):
     for n in (1, 3):
         assert sample.main(sample_args(fake_checkpoint, tmp_path / f"e{n}.mp4", "--emulate", str(n))) == 0
         runs[f"emulate {n}"] = load_file(tmp_path / f"e{n}.latents.safetensors")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "sample.py",
-           *sample_args(fake_checkpoint, tmp_path / "t2.mp4")]
-    proc = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=300, env=GLOO_ENV)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    torchrun_ok(sample_args(fake_checkpoint, tmp_path / "t2.mp4"), "sample.py")
     runs["torchrun 2"] = load_file(tmp_path / "t2.latents.safetensors")
     one = runs.pop("emulate 1")
     for name, other in runs.items():
@@ -1012,14 +1018,8 @@ def test_bf16_on_a_gpu_without_it(monkeypatch):
         sample.pick_dtype(args, torch.device("cuda", 0))
 
 
-def torchrun(args, tmp_path, script="sample.py", **kw):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", script, *args]
-    return subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=GLOO_ENV,
-                            **kw)
-
-
 def test_frames_fewer_than_real_ranks(fake_checkpoint, tmp_path):
-    proc = torchrun(["--prompt", "a", "--frames", "1", "--out", str(tmp_path / "v.mp4")], tmp_path)
+    proc = torchrun(["--prompt", "a", "--frames", "1", "--out", str(tmp_path / "v.mp4")])
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and err.count("sample.py: error: --frames (1) must be >= the number of ranks (2)") == 1
     # torchrun adds its own report of the failed workers; none of our code is in a traceback
@@ -1046,7 +1046,7 @@ def test_a_rank_that_fails_mid_run_stops_every_rank(fake_checkpoint, tmp_path):
     out = tmp_path / "out"
     import time
     t0 = time.time()
-    proc = torchrun(sample_args(fake_checkpoint, out / "v.mp4", "--steps", "5"), tmp_path, script=str(script))
+    proc = torchrun(sample_args(fake_checkpoint, out / "v.mp4", "--steps", "5"), script=str(script))
     _, err = proc.communicate(timeout=120)
     assert time.time() - t0 < 60 and proc.returncode != 0
     assert "injected failure on rank 1" in err
@@ -1057,10 +1057,9 @@ def test_ctrl_c_stops_every_rank_and_leaves_no_files(fake_checkpoint, tmp_path):
     import signal
     import time
     out, log_path = tmp_path / "out", tmp_path / "stderr.txt"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "sample.py",
-           *sample_args(fake_checkpoint, out / "v.mp4", "--steps", "200")]
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=HERE, stdout=log, stderr=log, start_new_session=True, env=GLOO_ENV)
+        proc = torchrun(sample_args(fake_checkpoint, out / "v.mp4", "--steps", "200"), stdout=log, stderr=log,
+                        start_new_session=True)
         deadline = time.time() + 90
         while time.time() < deadline and "denoise:" not in log_path.read_text():  # wait until sampling runs
             time.sleep(0.5)
