@@ -104,21 +104,6 @@ def test_compile_frame_layers_keeps_the_numbers(tiny_unet):
         torch._dynamo.reset()
 
 
-def test_temporal_transformer_returns_frames_major_memory():
-    """The TemporalTransformer's output (b, c, t, h, w) sits in frames-major memory, plain and clip-parallel, so the
-    next layer's fold is a view, not a copy of the activations (BENCH.md run 18); values as the eager reference."""
-    from clip_parallel import EmulatedComm, EmulatedGroup, enter_clip, parallel_temporal_layers
-    torch.manual_seed(0)
-    tt = model.TemporalTransformer(64, 2, 32).eval()
-    x = model.unfold(torch.randn(2 * 5, 64, 4, 6), 2)  # (b, c, t, h, w), frames-major as the UNet holds it
-    out = tt(x)
-    assert model.fold(out).data_ptr() == out.data_ptr() and model.fold(out).is_contiguous()
-    # a window over the whole clip and no global frames: dual scope is plain attention (one bias for every key)
-    with parallel_temporal_layers(tt, DualScope(local_window=8, global_frames=0)):
-        enter_clip(EmulatedComm(EmulatedGroup(1), 0), 5, x, torch.full((2,), 900))
-        clip = tt(x)
-    assert model.fold(clip).is_contiguous() and rel_err(clip, out) <= 1e-6
-
 def test_unet_fps_int_equals_tensor(tiny_unet):
     c = fixture_tensors("unet_tiny_cases.safetensors", unet_cases()[0] + ".")
     fps = int(c["fps"][0])
