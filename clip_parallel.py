@@ -6,7 +6,9 @@ model.UNet (as gpt-fast's tp.py does for tensor parallelism):
 
   TemporalTransformer's GroupNorm -> ClipGroupNorm:    statistics of the whole video (stage 3: all-gather)
   TemporalConvBlock's four convs  -> ClipTemporalConv: GroupNorm with those statistics (stage 3), SiLU, Conv3d
-    (GroupNorm, SiLU, Conv3d)                          (3,1,1) with one real neighbour frame per side (stages 1, 2)
+    (GroupNorm, SiLU, Conv3d)                          (3,1,1) with one real neighbour frame per side (stages 1, 2);
+                                                       chained by ClipTemporalConvBlock, each conv's bias added
+                                                       where its output is read next (no fill of the output)
   temporal attention              -> ClipAttention:    dual-scope attention with w halo frames per side (stages 1, 2)
                                                        and the global frames of the whole video (stage 3)
 
@@ -194,10 +196,13 @@ def gather_frames(x, dim, indices):
     return [p.narrow(dim, 0, len(o)) for p, o in zip(comm.all_gather("stage3", mine), owned)]
 
 
-def group_moments(x, groups):
+def group_moments(x, groups, bias=None):
     """x (b, c, n, h, w) -> (3, b, groups), >= float32: count, mean and M2 (the sum of squared deviations) of each
-    group of channels over this clip's frames and pixels, accumulated inside the reductions (no float32 copy of x)."""
+    group of channels over this clip's frames and pixels, accumulated inside the reductions (no float32 copy of x).
+    Of x + bias, with bias (c,) a per-channel bias not yet added to x (compiled, the add is part of the reductions)."""
     b, c = x.shape[:2]
+    if bias is not None:
+        x = x + bias.to(x.dtype).view(c, 1, 1, 1)
     f32 = torch.promote_types(x.dtype, torch.float32)
     xg = x.unflatten(1, (groups, c // groups))
     dims = tuple(range(2, xg.dim()))
@@ -234,21 +239,27 @@ def normalize_silu(x, scale, shift):  # -> (b, n, c, h, w): SiLU of the normaliz
     return F.silu(normalize(x, scale, shift), inplace=True)
 
 
-FUSED = ("group_moments", "normalize_tokens", "normalize_silu", "clip_attention")  # what compile_layers compiles
+def add_residual(x, h, bias):  # x + h + bias (c,) per channel: a TemporalConvBlock's residual with conv4's bias
+    return x + (h + bias.to(h.dtype).view(-1, 1, 1, 1))
 
 
-def video_group_norm(x, norm):
+FUSED = ("group_moments", "normalize_tokens", "normalize_silu", "add_residual", "clip_attention")  # compile_layers
+
+
+def video_group_norm(x, norm, bias=None):
     """GroupNorm over (group channels, ALL frames, h, w) of x (b, c, n, h, w), this rank's clip, as a float32
-    (scale, shift) per (b, channel): per-rank moments all-gathered (stage 3), combined exactly (Chan et al.)."""
+    (scale, shift) per (b, channel): per-rank moments all-gathered (stage 3), combined exactly (Chan et al.).
+    With bias (c,): the GroupNorm of x + bias, as x * scale + shift (the bias folded into the shift)."""
     c, g = x.shape[1], norm.num_groups
-    parts = torch.stack(STATE.comm.all_gather("stage3", group_moments(x, g)))  # (ranks, 3, b, g)
+    parts = torch.stack(STATE.comm.all_gather("stage3", group_moments(x, g, bias)))  # (ranks, 3, b, g)
     counts, means, m2s = parts.unbind(1)
     total = counts.sum(0)
     mean_all = (counts * means).sum(0) / total
     var = (m2s.sum(0) + (counts * (means - mean_all).square()).sum(0)) / total  # biased, as GroupNorm
     f32 = var.dtype
     scale = torch.rsqrt(var + norm.eps).repeat_interleave(c // g, 1) * norm.weight.to(f32)  # (b, c)
-    return scale, norm.bias.to(f32) - mean_all.repeat_interleave(c // g, 1) * scale
+    shift = norm.bias.to(f32) - mean_all.repeat_interleave(c // g, 1) * scale
+    return scale, shift if bias is None else shift + bias.to(f32) * scale
 
 
 class ClipGroupNorm(nn.Module):
@@ -274,19 +285,20 @@ class ClipTemporalConv(nn.Module):
     frames is one batched GEMM per batch element: W (c_out, 3 c) @ frames [t-1, t+1] as (3 c, h w), an overlapping
     strided view (no copy), batched over t. Each end frame takes its in-clip taps the same way and adds the
     neighbour's frame through the remaining tap (W_0 @ left, W_2 @ right): no padded copy of the clip.
+    The GEMMs leave out the conv's bias (with it, each would first fill its output with the broadcast bias and read it
+    back: 17 ms at 128 frames per GPU, BENCH.md run 14); it is returned, for whoever reads the output next.
     """
 
     def __init__(self, layers):  # layers: GroupNorm, SiLU, [Dropout(0)], Conv3d, as model.temporal_conv builds them
         super().__init__()
         self.norm, self.conv = layers[0], layers[-1]
 
-    def forward(self, x):  # x: (b, c, n, h, w), frames-major
-        y = normalize_silu(x, *video_group_norm(x, self.norm))  # (b, n, c, h, w)
+    def forward(self, x, bias=None):  # x: (b, c, n, h, w), frames-major; bias (c,): the previous conv's, not yet added
+        y = normalize_silu(x, *video_group_norm(x, self.norm, bias))  # (b, n, c, h, w)
         left, right = STATE.comm.halo(y, 1, dim=1)  # (b, 1, c, h, w) each, None at the video's ends
         b, n, c, h, w = y.shape
         frames = y.contiguous().view(b, n, c, h * w)
         weight = self.conv.weight[..., 0, 0].transpose(1, 2).reshape(-1, 3 * c)  # (c_out, 3c): column k*c + i
-        bias = self.conv.bias[:, None]
 
         def taps(first, last):  # (c_out, (last - first) c): the weights of taps [first, last)
             return weight[:, first * c:last * c]
@@ -294,16 +306,31 @@ class ClipTemporalConv(nn.Module):
         out = y.new_empty(b, n, len(weight), h * w)
         for i in range(b if n > 2 else 0):  # inner frames 1 .. n-2: taps 0, 1, 2 on frames t-1, t, t+1
             windows = frames[i].as_strided((n - 2, 3 * c, h * w), (c * h * w, h * w, 1))
-            torch.baddbmm(bias, taps(0, 3).expand(n - 2, -1, -1), windows, out=out[i, 1:n - 1])
+            torch.bmm(taps(0, 3).expand(n - 2, -1, -1), windows, out=out[i, 1:n - 1])
         for t in sorted({0, n - 1}):  # the end frames, over the batch: taps k0..k1-1 see frames of the clip
             k0, k1 = max(0, 1 - t), min(3, n + 1 - t)
             end = out[:, t]  # (b, c_out, h w)
-            torch.baddbmm(bias, taps(k0, k1).expand(b, -1, -1), frames[:, t + k0 - 1:t + k1 - 1].flatten(1, 2), out=end)
+            torch.bmm(taps(k0, k1).expand(b, -1, -1), frames[:, t + k0 - 1:t + k1 - 1].flatten(1, 2), out=end)
             if t == 0 and left is not None:  # tap 0 of frame 0 is the left neighbour's last frame
                 end.baddbmm_(taps(0, 1).expand(b, -1, -1), left.view(b, c, h * w))
             if t == n - 1 and right is not None:  # tap 2 of frame n-1 is the right neighbour's first frame
                 end.baddbmm_(taps(2, 3).expand(b, -1, -1), right.view(b, c, h * w))
-        return out.view(b, n, -1, h, w).transpose(1, 2)
+        return out.view(b, n, -1, h, w).transpose(1, 2), self.conv.bias
+
+
+class ClipTemporalConvBlock(nn.Module):
+    """A TemporalConvBlock on a clip: its four ClipTemporalConvs, each conv's bias added by the next one's GroupNorm
+    (folded into its shift) and the last one's by the block's residual add, x + conv4(conv3(conv2(conv1(x))))."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.convs = nn.ModuleList(ClipTemporalConv(getattr(block, f"conv{i}")) for i in (1, 2, 3, 4))
+
+    def forward(self, x):  # x: (b, c, n, h, w), frames-major
+        h, bias = x, None
+        for conv in self.convs:
+            h, bias = conv(h, bias)
+        return add_residual(x, h, bias)
 
 
 class ClipAttention(nn.Module):
@@ -348,9 +375,8 @@ def parallel_temporal_layers(unet, scope):
     """Swap the temporal layers of a model.UNet for their clip-parallel forms; restore them on exit."""
     undo, fallbacks_logged = [], set()
     for m in list(unet.modules()):
-        if isinstance(m, model.TemporalConvBlock):
-            for name in ("conv1", "conv2", "conv3", "conv4"):
-                undo.append(swap(m, name, ClipTemporalConv(getattr(m, name))))
+        if isinstance(m, model.ResBlock) and m.temopral_conv is not None:  # (the key's misspelling is the original's)
+            undo.append(swap(m, "temopral_conv", ClipTemporalConvBlock(m.temopral_conv)))
         elif isinstance(m, model.TemporalTransformer):
             undo.append(swap(m, "norm", ClipGroupNorm(m.norm)))
             for block in m.transformer_blocks:
