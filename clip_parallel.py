@@ -199,20 +199,31 @@ def gather_frames(x, dim, indices):
 def group_moments(x, groups, bias=None):
     """x (b, c, n, h, w) -> (3, b, groups), >= float32: count, mean and M2 (the sum of squared deviations) of each
     group of channels over this clip's frames and pixels, accumulated inside the reductions (no float32 copy of x).
-    Of x + bias, with bias (c,) a per-channel bias not yet added to x (compiled, the add is part of the reductions)."""
+    Of x + bias, with bias (c,) a per-channel bias not yet added to x (compiled, the add is part of the reductions).
+
+    Frame by frame first, then combined over the clip (as video_group_norm combines the ranks): in frames-major
+    memory each (frame, group) is one contiguous run of x, so the reductions read x in order, b n groups rows at
+    once (over a whole group's frames at once they were b groups = 64 rows of strided runs: BENCH.md run 20)."""
     b, c = x.shape[:2]
     if bias is not None:
         x = x + bias.to(x.dtype).view(c, 1, 1, 1)
     f32 = torch.promote_types(x.dtype, torch.float32)
-    xg = x.unflatten(1, (groups, c // groups))
-    dims = tuple(range(2, xg.dim()))
-    count = torch.full((b, groups), xg[0, 0].numel(), dtype=f32, device=x.device)
+    xg = x.transpose(1, 2).unflatten(2, (groups, c // groups))  # (b, n, groups, c/g, h, w)
+    dims = (3, 4, 5)
+    count = torch.full(xg.shape[:3], xg[0, 0, 0].numel(), dtype=f32, device=x.device)
     mean = xg.sum(dims, dtype=f32) / count
     # M2 around the mean rounded to x's dtype (deviations: no cancellation), corrected for that rounding
     m = mean.to(x.dtype)
-    m2 = torch.linalg.vector_norm(xg - m.view(b, groups, 1, 1, 1, 1), 2, dims, dtype=f32).square() \
+    m2 = torch.linalg.vector_norm(xg - m[..., None, None, None], 2, dims, dtype=f32).square() \
         - count * (mean - m.to(f32)).square()
-    return torch.stack([count, mean, m2])
+    return torch.stack(combine_moments(count, mean, m2, dim=1))
+
+
+def combine_moments(counts, means, m2s, dim):
+    """The (count, mean, M2) of the union of disjoint parts, from theirs stacked along dim (Chan et al.)."""
+    total = counts.sum(dim)
+    mean = (counts * means).sum(dim) / total
+    return total, mean, m2s.sum(dim) + (counts * (means - mean.unsqueeze(dim)).square()).sum(dim)
 
 
 def normalize(x, scale, shift):
@@ -252,10 +263,8 @@ def video_group_norm(x, norm, bias=None):
     With bias (c,): the GroupNorm of x + bias, as x * scale + shift (the bias folded into the shift)."""
     c, g = x.shape[1], norm.num_groups
     parts = torch.stack(STATE.comm.all_gather("stage3", group_moments(x, g, bias)))  # (ranks, 3, b, g)
-    counts, means, m2s = parts.unbind(1)
-    total = counts.sum(0)
-    mean_all = (counts * means).sum(0) / total
-    var = (m2s.sum(0) + (counts * (means - mean_all).square()).sum(0)) / total  # biased, as GroupNorm
+    total, mean_all, m2 = combine_moments(*parts.unbind(1), dim=0)
+    var = m2 / total  # biased, as GroupNorm
     f32 = var.dtype
     scale = torch.rsqrt(var + norm.eps).repeat_interleave(c // g, 1) * norm.weight.to(f32)  # (b, c)
     shift = norm.bias.to(f32) - mean_all.repeat_interleave(c // g, 1) * scale
