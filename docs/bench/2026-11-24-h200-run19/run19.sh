@@ -4,7 +4,7 @@
 # Before the call, here, on the branch:  rm -rf bench_out/base && mkdir -p bench_out/base/docs/bench/next &&
 #   git archive main | tar -x -C bench_out/base && rm -rf bench_out/base/fixtures &&
 #   cp docs/bench/next/trace128.py bench_out/base/docs/bench/next/
-# then the device tool (kind nvidia-h200) with carry ["bench_out/base"]:  bash docs/bench/next/run19_bias.sh
+# then the device tool (kind nvidia-h200) with carry ["bench_out/base"]:  bash docs/bench/next/run19_bias.sh (moved here after the run)
 # Land the branch if the A/B wins by > 1 % and the check passes; then the README table from bench's rows.
 set -x
 exec > >(tee -a $OUT/run19.log) 2>&1
