@@ -152,8 +152,11 @@ class TemporalTransformer(nn.Module):
         y = self.project(self.proj_in, y)
         for block in self.transformer_blocks:
             y = block(y)
-        y = self.project(self.proj_out, y)
-        return y.reshape(b, h, w, t, c).permute(0, 4, 3, 1, 2) + x
+        return self.project_out(y, x)
+
+    def project_out(self, y, x):  # y ((b h w), t, c) -> x + proj_out(y) as (b, c, t, h, w), in x's memory layout
+        b, c, t, h, w = x.shape
+        return x + self.project(self.proj_out, y).reshape(b, h, w, t, c).permute(0, 4, 3, 1, 2)
 
 
 def temporal_conv(c_in, c_out, dropout):
@@ -358,6 +361,7 @@ def compile_frame_layers(unet, backend="inductor"):
                 block.ff.net = torch.compile(block.ff.net, backend=backend)
                 for norm in (block.norm1, block.norm2, block.norm3):
                     norm.forward = torch.compile(norm.forward, backend=backend)
+            m.project_out = torch.compile(m.project_out, backend=backend)
     for conv in (unet.input_blocks[0][0], unet.out):  # the first conv, and the last GroupNorm, SiLU and conv
         conv.forward = torch.compile(conv.forward, backend=backend)
     return unet

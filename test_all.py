@@ -91,7 +91,7 @@ def test_compile_frame_layers_keeps_the_numbers(tiny_unet):
     wrapped = ([m.frame_layers for m in mods if isinstance(m, model.ResBlock)]
                + [m.forward for m in mods if isinstance(m, (model.SpatialTransformer, model.Downsample, model.Upsample))]
                + [f for m in mods if isinstance(m, model.TemporalTransformer) for block in m.transformer_blocks
-                  for f in (block.ff.net, block.norm1.forward, block.norm2.forward, block.norm3.forward)]
+                  for f in (block.ff.net, block.norm1.forward, block.norm2.forward, block.norm3.forward, m.project_out)]
                + [unet.input_blocks[0][0].forward, unet.out.forward])
     assert wrapped and all(hasattr(f, "_torchdynamo_orig_callable")  # a compiled function or method
                            or isinstance(f, torch._dynamo.eval_frame.OptimizedModule) for f in wrapped)
