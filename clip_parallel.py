@@ -203,7 +203,8 @@ def group_moments(x, groups, bias=None):
 
     Frame by frame first, then combined over the clip (as video_group_norm combines the ranks): in frames-major
     memory each (frame, group) is one contiguous run of x, so the reductions read x in order, b n groups rows at
-    once (over a whole group's frames at once they were b groups = 64 rows of strided runs: BENCH.md run 20)."""
+    once (over a whole group's frames at once they had b groups rows, 64 in sampling, of strided runs: 4x slower at
+    128 frames per GPU, BENCH.md run 20)."""
     b, c = x.shape[:2]
     if bias is not None:
         x = x + bias.to(x.dtype).view(c, 1, 1, 1)

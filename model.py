@@ -340,10 +340,10 @@ def compile_frame_layers(unet, backend="inductor"):
     fuses GroupNorm + SiLU, the embedding add, LayerNorms, GEGLU's gelu * x and the residual adds, which run as
     separate memory-bound kernels in eager mode (BENCH.md, run 5), and every 2D conv reads and writes channels-last
     memory (run 15). The temporal layers stay eager: clip_parallel swaps parts of them for communicating modules (and
-    clip_parallel.compile_layers compiles the arithmetic between their communication), except their feed-forwards
-    and LayerNorms, which are token-wise (eager, these LayerNorms of 320 to 1280 channels took 3x Inductor's time:
-    27 ms of 566 at 128 frames per GPU, run 21).
-    The numbers are those of the eager model up to rounding.
+    clip_parallel.compile_layers compiles the arithmetic between their communication), except their token-wise
+    parts: feed-forwards, LayerNorms (eager, 3x Inductor's time at 320 to 1280 channels: run 21) and the output
+    projection with its residual (compiled, the transposed sum is one tiled kernel: run 23). The numbers are those
+    of the eager model up to rounding.
     """
     config = torch._dynamo.config
     config.cache_size_limit = max(config.cache_size_limit, 64)  # one graph per (layer shape, dtype), not per module
