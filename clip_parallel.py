@@ -205,7 +205,7 @@ def group_moments(x, groups, bias=None):
     memory each (frame, group) is one contiguous run of x, so the reductions read x in order, b n groups rows at
     once (over a whole group's frames at once they had b groups rows, 64 in sampling, of strided runs: 4x slower at
     128 frames per GPU, BENCH.md run 20)."""
-    b, c = x.shape[:2]
+    c = x.shape[1]
     if bias is not None:
         x = x + bias.to(x.dtype).view(c, 1, 1, 1)
     f32 = torch.promote_types(x.dtype, torch.float32)
