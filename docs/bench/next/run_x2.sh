@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# The 2-GPU targets of issue 5, prepared for `nvidia-h200-x2` (first listed as lent when the sixth session had no
-# device time left). Three device calls, each under the 600 s limit; x2 time counts in full (30 min a session):
-#   bash docs/bench/next/run_x2.sh a    # NCCL equivalence (2 ranks, eager and Inductor), then n = 24 and 128
-#   bash docs/bench/next/run_x2.sh b    # n = 288 and 1024 per GPU (no check: part a checked; drop --cuda-graph
-#                                       # there if part a fell back to no graph)
-#   bash docs/bench/next/run_x2.sh c    # 2300 frames, 30 steps, prompt to mp4; carry [".whl"] (imageio-ffmpeg wheel)
+# The 2-GPU targets of issue 5, prepared for `nvidia-h200-x2` (listed as lent only once, at the end of the sixth
+# session, with no device time left; withheld in the seventh). Four device calls, each under the 600 s limit; x2 time
+# counts in full (30 min a session), so run a first and the rest only if it passes:
+#   bash docs/bench/next/run_x2.sh a    # NCCL equivalence (2 ranks, eager and Inductor), then n = 24 with the check
+#   bash docs/bench/next/run_x2.sh b    # n = 128 and 288 per GPU (no check: part a checked)
+#   bash docs/bench/next/run_x2.sh c    # n = 1024 per GPU (one GPU alone: 4243 ms, 63.8 GiB, 258 s of bench, run 24)
+#   bash docs/bench/next/run_x2.sh d    # 2300 frames, 30 steps, prompt to mp4; carry [".whl"] (imageio-ffmpeg wheel)
+#   (.whl is git-ignored; if missing: python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12
+#    --implementation cp --platform manylinux2010_x86_64 -d .whl imageio-ffmpeg==0.5.1)
+# If part a fell back to no graph, drop --cuda-graph from b and c.
 # bench under torchrun times each n twice: the 2-rank forward and every rank alone at once ("solo", no
-# communication), so "comm x" is the exposed cost of the exchanges; the lone-GPU ratio comes from run 23's table.
+# communication), so "comm x" is the exposed cost of the exchanges; the lone-GPU ratio comes from runs 23 and 24.
 # --cuda-graph with 2 NCCL ranks was never run (GraphedClipForward records the halo exchanges and all-gathers):
 # part a tries it first and falls back to no graph, so a failure there costs one timeout, not the call.
 set -x -o pipefail
@@ -16,14 +20,17 @@ case "$1" in
 a)
   timeout 60 torchrun --nproc_per_node 2 simulate.py 2>&1 | t 3
   timeout 150 torchrun --nproc_per_node 2 simulate.py --compile --dtype float32 2>&1 | t 3
-  timeout 300 torchrun --nproc_per_node 2 bench.py --compile --cuda-graph --frames-per-gpu 24 128 \
+  timeout 240 torchrun --nproc_per_node 2 bench.py --compile --cuda-graph --frames-per-gpu 24 \
       --json $OUT/x2_a.json 2>&1 | t 6 \
-  || timeout 200 torchrun --nproc_per_node 2 bench.py --compile --frames-per-gpu 24 128 --check-frames 0 \
+  || timeout 140 torchrun --nproc_per_node 2 bench.py --compile --frames-per-gpu 24 --check-frames 0 \
       --json $OUT/x2_a_nograph.json 2>&1 | t 6 ;;
 b)
-  timeout 560 torchrun --nproc_per_node 2 bench.py --compile --cuda-graph --frames-per-gpu 288 1024 --check-frames 0 \
+  timeout 560 torchrun --nproc_per_node 2 bench.py --compile --cuda-graph --frames-per-gpu 128 288 --check-frames 0 \
       --iters 3 --json $OUT/x2_b.json 2>&1 | t 6 ;;
 c)
+  timeout 580 torchrun --nproc_per_node 2 bench.py --compile --cuda-graph --frames-per-gpu 1024 --check-frames 0 \
+      --iters 3 --json $OUT/x2_c.json 2>&1 | t 6 ;;
+d)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site
   timeout 560 torchrun --nproc_per_node 2 bench.py --e2e --compile --frames 2300 --steps 30 \
