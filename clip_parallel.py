@@ -17,6 +17,8 @@ The three communication stages, by name:
   stage2: pairs (1,2), (3,4), ... swap boundary frames;
   stage3: every rank receives the global frames / GroupNorm partials of every other rank.
 Pairing even/odd then odd/even keeps every link busy and never waits on a chain of ranks (the paper's scheme).
+Stages 1 and 2 are started, then waited for where their frames are first read: the GEMMs that need no neighbour
+(a temporal conv's other frames, an attention's queries) run meanwhile. Stage 3 is waited for at once.
 With these, the clip-parallel output equals the single-device output for any number of ranks.
 
 Between two stages, the arithmetic of ClipGroupNorm and ClipTemporalConv, and ClipAttention's attention over the
@@ -56,7 +58,9 @@ class Comm:
         self.traffic[stage][1] += messages * tensor.numel() * tensor.element_size()
 
     def halo(self, x, width, dim):
-        """Stages 1 and 2: `width` boundary frames from each neighbour -> (left, right); None at the video's ends."""
+        """Stages 1 and 2, started: `width` boundary frames from each neighbour. Returns wait() -> (left, right), None
+        at the video's ends. What the caller computes before calling wait() needs no neighbour: the transfers overlap
+        it (on GPUs NCCL runs on its own stream)."""
         got = {}
         for stage, offset in (("stage1", 0), ("stage2", 1)):
             # in stage 1 even ranks look right, odd ranks left; stage 2 the other way round
@@ -67,9 +71,9 @@ class Comm:
             n = x.shape[dim]
             send = x.narrow(dim, n - width, width) if side == "right" else x.narrow(dim, 0, width)
             got[side] = self.exchange(stage, partner, None if partner is None else send.contiguous())
-        return got["left"], got["right"]
+        return lambda: (got["left"](), got["right"]())
 
-    def exchange(self, stage, partner, tensor):  # -> the partner's tensor of the same shape; None if no partner
+    def exchange(self, stage, partner, tensor):  # -> wait() -> the partner's tensor of the same shape; None if no partner
         raise NotImplementedError
 
     def all_gather(self, stage, tensor):  # -> list of every rank's tensor (same shapes)
@@ -84,13 +88,17 @@ class DistComm(Comm):
 
     def exchange(self, stage, partner, tensor):
         if partner is None:
-            return None
+            return lambda: None
         recv = torch.empty_like(tensor)
         ops = [dist.P2POp(dist.isend, tensor, partner), dist.P2POp(dist.irecv, recv, partner)]
-        for req in dist.batch_isend_irecv(ops):
-            req.wait()
+        reqs = dist.batch_isend_irecv(ops)
         self.count(stage, tensor)
-        return recv
+
+        def wait(sent=tensor):  # holds the send buffer until the transfer is done
+            for req in reqs:
+                req.wait()
+            return recv
+        return wait
 
     def all_gather(self, stage, tensor):
         tensor = tensor.contiguous()
@@ -154,7 +162,7 @@ class EmulatedComm(Comm):
         g.barrier.wait()  # every rank takes part in every stage, partnered or not
         recv = None if partner is None else g.mailbox.pop((stage, partner, self.rank))
         g.barrier.wait()
-        return recv
+        return lambda: recv  # done already: threads meet at the barrier
 
     def all_gather(self, stage, tensor):
         g = self.group
@@ -294,7 +302,8 @@ class ClipTemporalConv(nn.Module):
     In frames-major memory the input frames t-1, t, t+1 of output frame t are adjacent, so the conv of the inner
     frames is one batched GEMM per batch element: W (c_out, 3 c) @ frames [t-1, t+1] as (3 c, h w), an overlapping
     strided view (no copy), batched over t. Each end frame takes its in-clip taps the same way and adds the
-    neighbour's frame through the remaining tap (W_0 @ left, W_2 @ right): no padded copy of the clip.
+    neighbour's frame through the remaining tap (W_0 @ left, W_2 @ right): no padded copy of the clip, and all the
+    GEMMs but those two run while the neighbours' frames are in flight.
     The GEMMs leave out the conv's bias (with it, each would first fill its output with the broadcast bias and read it
     back: 17 ms at 128 frames per GPU, BENCH.md run 14); it is returned, for whoever reads the output next.
     """
@@ -305,7 +314,7 @@ class ClipTemporalConv(nn.Module):
 
     def forward(self, x, bias=None):  # x: (b, c, n, h, w), frames-major; bias (c,): the previous conv's, not yet added
         y = normalize_silu(x, *video_group_norm(x, self.norm, bias))  # (b, n, c, h, w)
-        left, right = STATE.comm.halo(y, 1, dim=1)  # (b, 1, c, h, w) each, None at the video's ends
+        halo = STATE.comm.halo(y, 1, dim=1)  # started: the GEMMs below, up to the neighbours' taps, overlap it
         b, n, c, h, w = y.shape
         frames = y.contiguous().view(b, n, c, h * w)
         weight = self.conv.weight[..., 0, 0].transpose(1, 2).reshape(-1, 3 * c)  # (c_out, 3c): column k*c + i
@@ -319,12 +328,12 @@ class ClipTemporalConv(nn.Module):
             torch.bmm(taps(0, 3).expand(n - 2, -1, -1), windows, out=out[i, 1:n - 1])
         for t in sorted({0, n - 1}):  # the end frames, over the batch: taps k0..k1-1 see frames of the clip
             k0, k1 = max(0, 1 - t), min(3, n + 1 - t)
-            end = out[:, t]  # (b, c_out, h w)
-            torch.bmm(taps(k0, k1).expand(b, -1, -1), frames[:, t + k0 - 1:t + k1 - 1].flatten(1, 2), out=end)
-            if t == 0 and left is not None:  # tap 0 of frame 0 is the left neighbour's last frame
-                end.baddbmm_(taps(0, 1).expand(b, -1, -1), left.view(b, c, h * w))
-            if t == n - 1 and right is not None:  # tap 2 of frame n-1 is the right neighbour's first frame
-                end.baddbmm_(taps(2, 3).expand(b, -1, -1), right.view(b, c, h * w))
+            torch.bmm(taps(k0, k1).expand(b, -1, -1), frames[:, t + k0 - 1:t + k1 - 1].flatten(1, 2), out=out[:, t])
+        left, right = halo()  # (b, 1, c, h, w) each, None at the video's ends
+        if left is not None:  # tap 0 of frame 0 is the left neighbour's last frame
+            out[:, 0].baddbmm_(taps(0, 1).expand(b, -1, -1), left.view(b, c, h * w))
+        if right is not None:  # tap 2 of frame n-1 is the right neighbour's first frame
+            out[:, n - 1].baddbmm_(taps(2, 3).expand(b, -1, -1), right.view(b, c, h * w))
         return out.view(b, n, -1, h, w).transpose(1, 2), self.conv.bias
 
 
@@ -358,18 +367,21 @@ class ClipAttention(nn.Module):
         w = self.scope.window(frames)
         left, shortest = min(w, start), min(e - s for s, e in clips)
         if w <= shortest:
-            halo_l, halo_r = comm.halo(x, w, dim=1) if w else (None, None)
-            local = [h for h in (halo_l, x, halo_r) if h is not None]
+            halo = comm.halo(x, w, dim=1) if w else lambda: (None, None)  # started
         else:  # some clip is shorter than the halo: gather the whole sequence for this layer (correct, slower)
             if comm.rank == 0 and (w, shortest) not in self.fallbacks_logged:
                 log.warning("local window %d exceeds the shortest clip (%d frames): gathering the whole sequence",
                             w, shortest)
                 self.fallbacks_logged.add((w, shortest))
-            local = [torch.cat(gather_frames(x, 1, list(range(frames))), 1)[:, start - left:min(frames, stop + w)]]
-        # keys/values of the frames [halo | clip | halo | global], projected at once; heads split as strided views
-        keys = torch.cat(local + gather_frames(x, 1, self.scope.global_indices(frames)), dim=1)
+            video = torch.cat(gather_frames(x, 1, list(range(frames))), 1)
+            halo = lambda: (video[:, start - left:start], video[:, stop:min(frames, stop + w)])  # noqa: E731
         a = self.attn
-        q, k, v = a.split_heads(a.to_q(x)), a.split_heads(a.to_k(keys)), a.split_heads(a.to_v(keys))
+        q = a.split_heads(a.to_q(x))  # needs no other frame: computed while the halo frames are in flight
+        halo_l, halo_r = halo()
+        # keys/values of the frames [halo | clip | halo | global], projected at once; heads split as strided views
+        keys = torch.cat([h for h in (halo_l, x, halo_r) if h is not None]
+                         + gather_frames(x, 1, self.scope.global_indices(frames)), dim=1)
+        k, v = a.split_heads(a.to_k(keys)), a.split_heads(a.to_v(keys))
         out = clip_attention(q, k, v, start, left, frames, STATE.timesteps, self.scope)  # ((b h w), heads, n, d)
         return a.to_out(out.transpose(1, 2).flatten(2))
 

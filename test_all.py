@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+import clip_parallel
 import model
 import sample
 import simulate
@@ -323,6 +324,42 @@ def test_communication_stages(tiny_unet, dual_scope_case):
     assert s1[0] == s1[1] == s1[2] == s1[3] > 0
     assert s2[0] == s2[3] == 0 and s2[1] == s2[2] == s1[0]
     assert all(t["stage3"][0] > 0 for t in traffic)
+
+
+def test_halo_exchanges_overlap_the_gemms_that_need_no_neighbour(tiny_unet, dual_scope_case):
+    """Stages 1 and 2 are waited for only where the neighbours' frames are read: between the start of every halo
+    exchange and its wait the rank runs GEMMs (a temporal conv's in-clip taps, an attention's query projection), which
+    on GPUs run while NCCL moves the frames. One rank: it takes part in every stage all the same (no partner)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    events = []  # "start" / "wait" of each exchange, "gemm" of each matrix product, in order
+
+    class Recording(clip_parallel.EmulatedComm):
+        def exchange(self, stage, partner, tensor):
+            wait = super().exchange(stage, partner, tensor)
+            events.append("start")
+            return lambda: events.append("wait") or wait()
+
+    class Gemms(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm,
+                                       torch.ops.aten.baddbmm):
+                events.append("gemm")
+            return func(*args, **(kwargs or {}))
+
+    x, timesteps, context, fps = dual_scope_case
+    comm = Recording(clip_parallel.EmulatedGroup(1), 0)
+    with clip_parallel.parallel_temporal_layers(tiny_unet, DualScope(local_window=2, global_frames=3)), Gemms():
+        clip_parallel.clip_forward(tiny_unet, comm, x.shape[2], x, timesteps, context, fps)
+    waits, gemm_since_start = 0, None
+    for e in events:
+        if e == "start":
+            gemm_since_start = False
+        elif e == "gemm" and gemm_since_start is not None:
+            gemm_since_start = True
+        elif e == "wait":
+            assert gemm_since_start, "a halo exchange was waited for before any GEMM ran in its shadow"
+            waits += 1
+    assert waits == events.count("start") > 0
 
 
 def test_simulate_cli_emulated(tmp_path):

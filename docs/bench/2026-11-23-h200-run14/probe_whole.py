@@ -1,4 +1,6 @@
 """Probe: an upper bound for compiling the temporal layers whole, communication and all.
+(Kept as run 14 ran it, against clip_parallel as of then: Comm.exchange returning tensors, ClipTemporalConv
+without the bias folding of run 19. It no longer runs on today's code.)
 
 Today's --compile compiles the per-frame layers and the arithmetic between two communication stages, and leaves
 the temporal layers' glue eager: LayerNorms (27 ms at n = 128), residual adds (22 ms), copies (32 ms) and the
