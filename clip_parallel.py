@@ -73,7 +73,7 @@ class Comm:
             got[side] = self.exchange(stage, partner, None if partner is None else send.contiguous())
         return lambda: (got["left"](), got["right"]())
 
-    def exchange(self, stage, partner, tensor):  # -> wait() -> the partner's tensor of the same shape; None if no partner
+    def exchange(self, stage, partner, tensor):  # -> wait() -> the partner's tensor (same shape); None: no partner
         raise NotImplementedError
 
     def all_gather(self, stage, tensor):  # -> list of every rank's tensor (same shapes)
