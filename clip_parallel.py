@@ -17,8 +17,8 @@ The three communication stages, by name:
   stage2: pairs (1,2), (3,4), ... swap boundary frames;
   stage3: every rank receives the global frames / GroupNorm partials of every other rank.
 Pairing even/odd then odd/even keeps every link busy and never waits on a chain of ranks (the paper's scheme).
-Stages 1 and 2 are started, then waited for where their frames are first read: the GEMMs that need no neighbour
-(a temporal conv's other frames, an attention's queries) run meanwhile. Stage 3 is waited for at once.
+Each transfer is started, then waited for where its result is first read: the GEMMs that need no other clip (a
+temporal conv's other frames, an attention's queries) run meanwhile. (A GroupNorm's statistics are read at once.)
 With these, the clip-parallel output equals the single-device output for any number of ranks.
 
 Between two stages, the arithmetic of ClipGroupNorm and ClipTemporalConv, and ClipAttention's attention over the
@@ -44,7 +44,9 @@ STAGES = ("stage1", "stage2", "stage3")
 
 
 class Comm:
-    """One rank's view of the group. Backends provide `exchange` (one pair swap) and `all_gather`."""
+    """One rank's view of the group. Backends provide `exchange` (one pair swap) and `all_gather`, which start the
+    transfer and return wait() -> its result: what the caller computes before calling wait() overlaps it (on GPUs NCCL
+    runs on its own stream, in the order the transfers were started, the same on every rank)."""
 
     def __init__(self, rank, world_size):
         self.rank, self.world_size = rank, world_size
@@ -59,8 +61,7 @@ class Comm:
 
     def halo(self, x, width, dim):
         """Stages 1 and 2, started: `width` boundary frames from each neighbour. Returns wait() -> (left, right), None
-        at the video's ends. What the caller computes before calling wait() needs no neighbour: the transfers overlap
-        it (on GPUs NCCL runs on its own stream)."""
+        at the video's ends."""
         got = {}
         for stage, offset in (("stage1", 0), ("stage2", 1)):
             # in stage 1 even ranks look right, odd ranks left; stage 2 the other way round
@@ -76,7 +77,7 @@ class Comm:
     def exchange(self, stage, partner, tensor):  # -> wait() -> the partner's tensor (same shape); None: no partner
         raise NotImplementedError
 
-    def all_gather(self, stage, tensor):  # -> list of every rank's tensor (same shapes)
+    def all_gather(self, stage, tensor):  # -> wait() -> list of every rank's tensor (same shapes)
         raise NotImplementedError
 
 
@@ -103,9 +104,13 @@ class DistComm(Comm):
     def all_gather(self, stage, tensor):
         tensor = tensor.contiguous()
         out = [torch.empty_like(tensor) for _ in range(self.world_size)]
-        dist.all_gather(out, tensor)
+        work = dist.all_gather(out, tensor, async_op=True)
         self.count(stage, tensor, self.world_size - 1)
-        return out
+
+        def wait(sent=tensor):  # holds the send buffer until the transfer is done
+            work.wait()
+            return out
+        return wait
 
 
 def init_distributed(timeout_s=300):
@@ -171,7 +176,7 @@ class EmulatedComm(Comm):
         g.barrier.wait()
         out = [g.mailbox[(stage, r)] for r in range(self.world_size)]
         g.barrier.wait()
-        return out
+        return lambda: out
 
 
 # -----------------------------------------------------------------------------
@@ -192,16 +197,17 @@ def index_tensor(indices, device):  # built once per (indices, device): no host-
 
 
 def gather_frames(x, dim, indices):
-    """Stage 3: the video frames `indices` (sorted), gathered from whichever rank owns them. Returns the pieces in
-    frame order (views), for the caller to concatenate with whatever else it needs in one copy. A collective: every
-    rank passes the same indices (they depend only on the scope and the video length)."""
+    """Stage 3, started: the video frames `indices` (sorted), gathered from whichever rank owns them. Returns wait() ->
+    the pieces in frame order (views), for the caller to concatenate with whatever else it needs in one copy. A
+    collective: every rank passes the same indices (they depend only on the scope and the video length)."""
     if not indices:  # no global frames: nothing to send, no collective
-        return []
+        return lambda: []
     comm, clips = STATE.comm, STATE.clips
     owned = [tuple(f - start for f in indices if start <= f < stop) for start, stop in clips]
     width = max(len(o) for o in owned)  # all_gather wants one size: pad with copies of frame 0, dropped on arrival
     mine = x.index_select(dim, index_tensor(owned[comm.rank] + (0,) * (width - len(owned[comm.rank])), x.device))
-    return [p.narrow(dim, 0, len(o)) for p, o in zip(comm.all_gather("stage3", mine), owned)]
+    wait = comm.all_gather("stage3", mine)
+    return lambda: [p.narrow(dim, 0, len(o)) for p, o in zip(wait(), owned)]
 
 
 def group_moments(x, groups, bias=None):
@@ -271,7 +277,8 @@ def video_group_norm(x, norm, bias=None):
     (scale, shift) per (b, channel): per-rank moments all-gathered (stage 3), combined exactly (Chan et al.).
     With bias (c,): the GroupNorm of x + bias, as x * scale + shift (the bias folded into the shift)."""
     c, g = x.shape[1], norm.num_groups
-    parts = torch.stack(STATE.comm.all_gather("stage3", group_moments(x, g, bias)))  # (ranks, 3, b, g)
+    wait = STATE.comm.all_gather("stage3", group_moments(x, g, bias))
+    parts = torch.stack(wait())  # (ranks, 3, b, g): nothing to overlap, the normalisation needs them next
     total, mean_all, m2 = combine_moments(*parts.unbind(1), dim=0)
     var = m2 / total  # biased, as GroupNorm
     f32 = var.dtype
@@ -373,14 +380,14 @@ class ClipAttention(nn.Module):
                 log.warning("local window %d exceeds the shortest clip (%d frames): gathering the whole sequence",
                             w, shortest)
                 self.fallbacks_logged.add((w, shortest))
-            video = torch.cat(gather_frames(x, 1, list(range(frames))), 1)
+            video = torch.cat(gather_frames(x, 1, list(range(frames)))(), 1)
             halo = lambda: (video[:, start - left:start], video[:, stop:min(frames, stop + w)])  # noqa: E731
+        global_frames = gather_frames(x, 1, self.scope.global_indices(frames))  # started
         a = self.attn
-        q = a.split_heads(a.to_q(x))  # needs no other frame: computed while the halo frames are in flight
+        q = a.split_heads(a.to_q(x))  # needs no other frame: computed while the halo and global frames are in flight
         halo_l, halo_r = halo()
         # keys/values of the frames [halo | clip | halo | global], projected at once; heads split as strided views
-        keys = torch.cat([h for h in (halo_l, x, halo_r) if h is not None]
-                         + gather_frames(x, 1, self.scope.global_indices(frames)), dim=1)
+        keys = torch.cat([h for h in (halo_l, x, halo_r) if h is not None] + global_frames(), dim=1)
         k, v = a.split_heads(a.to_k(keys)), a.split_heads(a.to_v(keys))
         out = clip_attention(q, k, v, start, left, frames, STATE.timesteps, self.scope)  # ((b h w), heads, n, d)
         return a.to_out(out.transpose(1, 2).flatten(2))

@@ -326,40 +326,48 @@ def test_communication_stages(tiny_unet, dual_scope_case):
     assert all(t["stage3"][0] > 0 for t in traffic)
 
 
-def test_halo_exchanges_overlap_the_gemms_that_need_no_neighbour(tiny_unet, dual_scope_case):
-    """Stages 1 and 2 are waited for only where the neighbours' frames are read: between the start of every halo
-    exchange and its wait the rank runs GEMMs (a temporal conv's in-clip taps, an attention's query projection), which
-    on GPUs run while NCCL moves the frames. One rank: it takes part in every stage all the same (no partner)."""
+def test_transfers_overlap_the_gemms_that_need_no_other_clip(tiny_unet, dual_scope_case):
+    """Each transfer is waited for only where its result is read: between the start of every halo exchange, and of
+    every attention's gather of the global frames, and its wait, the rank runs GEMMs (a temporal conv's in-clip taps,
+    an attention's query projection), which on GPUs run while NCCL moves the frames. One rank: it takes part in every
+    stage all the same (no partner, a gather of its own frames)."""
     from torch.utils._python_dispatch import TorchDispatchMode
-    events = []  # "start" / "wait" of each exchange, "gemm" of each matrix product, in order
+    events = []  # ("start", transfer), ("wait", transfer), ("gemm", None), in order
 
     class Recording(clip_parallel.EmulatedComm):
+        def record(self, kind, wait):
+            transfer = (kind, len(events))
+            events.append(("start", transfer))
+            return lambda: events.append(("wait", transfer)) or wait()
+
         def exchange(self, stage, partner, tensor):
-            wait = super().exchange(stage, partner, tensor)
-            events.append("start")
-            return lambda: events.append("wait") or wait()
+            return self.record("exchange", super().exchange(stage, partner, tensor))
+
+        def all_gather(self, stage, tensor):
+            return self.record("all_gather", super().all_gather(stage, tensor))
 
     class Gemms(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm,
                                        torch.ops.aten.baddbmm):
-                events.append("gemm")
+                events.append(("gemm", None))
             return func(*args, **(kwargs or {}))
 
     x, timesteps, context, fps = dual_scope_case
     comm = Recording(clip_parallel.EmulatedGroup(1), 0)
-    with clip_parallel.parallel_temporal_layers(tiny_unet, DualScope(local_window=2, global_frames=3)), Gemms():
-        clip_parallel.clip_forward(tiny_unet, comm, x.shape[2], x, timesteps, context, fps)
-    waits, gemm_since_start = 0, None
-    for e in events:
-        if e == "start":
-            gemm_since_start = False
-        elif e == "gemm" and gemm_since_start is not None:
-            gemm_since_start = True
-        elif e == "wait":
-            assert gemm_since_start, "a halo exchange was waited for before any GEMM ran in its shadow"
-            waits += 1
-    assert waits == events.count("start") > 0
+    with clip_parallel.parallel_temporal_layers(tiny_unet, DualScope(local_window=2, global_frames=3)) as unet:
+        attentions = sum(isinstance(m, clip_parallel.ClipAttention) for m in unet.modules())
+        with Gemms():
+            clip_parallel.clip_forward(unet, comm, x.shape[2], x, timesteps, context, fps)
+    started, overlapped = {}, {"exchange": 0, "all_gather": 0}
+    for i, (event, transfer) in enumerate(events):
+        if event == "start":
+            started[transfer] = i
+        elif event == "wait":
+            overlapped[transfer[0]] += any(e == "gemm" for e, _ in events[started.pop(transfer):i])
+    exchanges = sum(t is not None and t[0] == "exchange" for e, t in events if e == "start")
+    assert not started and exchanges > 0 and overlapped["exchange"] == exchanges
+    assert overlapped["all_gather"] == attentions > 0  # the GroupNorms' statistics are read at once
 
 
 def test_simulate_cli_emulated(tmp_path):
