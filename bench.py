@@ -24,9 +24,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.flop_counter import FlopCounterMode
 
+import fast
 import model
-from clip_parallel import (DistComm, EmulatedComm, EmulatedGroup, GraphedClipForward, clip_forward, compile_layers,
-                           init_distributed, parallel_temporal_layers)
+from clip_parallel import DistComm, EmulatedComm, EmulatedGroup, clip_forward, init_distributed, parallel_temporal_layers
 from dual_scope import DualScope
 from simulate import TINY_UNET, check_latent_size, randomize
 
@@ -52,9 +52,9 @@ def parse_args(argv=None):
                    "(default 16; 0 skips it)")
     p.add_argument("--tiny", action="store_true", help="tiny UNet (simulate.TINY_UNET) on the CPU, 8x8 latents")
     p.add_argument("--compile", action="store_true", help="torch.compile the per-frame layers and the clip-parallel "
-                   "arithmetic between communication stages (clip_parallel.compile_layers) before timing")
+                   "arithmetic between communication stages (fast.accelerate) before timing")
     p.add_argument("--cuda-graph", action="store_true", help="record each forward as a CUDA graph and time its "
-                   "replays (clip_parallel.GraphedClipForward; GPU only; the check then runs the graph too; "
+                   "replays (fast.GraphedClipForward; GPU only; the check then runs the graph too; "
                    "under torchrun tested with one rank only)")
     p.add_argument("--profile", metavar="PATH", help="write torch.profiler's op table of one forward at the first n "
                    "(the forward itself, never its CUDA graph)")
@@ -174,7 +174,7 @@ def forward(unet, args, comm, frames, x, t, ctx):
     """() -> this rank's output: clip_forward, or with --cuda-graph the replay of its recording."""
     if not args.cuda_graph:
         return lambda: clip_forward(unet, comm, frames, x, t, ctx, args.fps)
-    graph = GraphedClipForward(unet, comm, frames, x, args.timestep, ctx, args.fps)
+    graph = fast.GraphedClipForward(unet, comm, frames, x, args.timestep, ctx, args.fps)
     return lambda: graph(x, args.timestep)
 
 
@@ -284,14 +284,12 @@ def main(argv=None):
     try:
         with torch.device(device):
             unet = randomize(model.UNet(**config).eval(), args.seed)
-        if args.compile:
-            compile_layers(unet)
         res = dict(device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                    torch=torch.__version__, dtype=args.dtype, batch=args.batch, latent=[args.height, args.width],
                    timestep=args.timestep, ranks=comm.world_size, compile=args.compile, cuda_graph=args.cuda_graph,
                    date=time.strftime("%Y-%m-%d"))
         res["matmul_peak_tflops"] = all_reduce([matmul_peak(device, dtype, timer)], dist.ReduceOp.MIN)[0]
-        with parallel_temporal_layers(unet, DualScope()):
+        with parallel_temporal_layers(unet, DualScope()), fast.accelerate(unet, compile=args.compile):
             if args.check_frames:
                 say(comm, f"check: {args.dtype} vs {ref_dtype} at {args.check_frames} frames/GPU"
                           f"{' (the first forwards compile: minutes)' if args.compile else ''}")

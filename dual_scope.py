@@ -1,15 +1,14 @@
-"""Dual-scope temporal attention (DESIGN.md section 2): each query frame i sees the key frames
+"""Dual-scope temporal attention: each query frame i sees the key frames
 K(i) = L(i) ∪ G, its local window L(i) = {j : |i - j| <= w} plus k global frames spread over the whole video,
 with a timestep-dependent logit bias that favours global context early in sampling and local detail late.
 
 Layout: q, k, v are (b, s, frames, d): b batch (one diffusion timestep each), s independent sequences (heads),
-d head dim; clip_attention also takes (b*m, s, frames, d), m sequence groups (spatial positions) per batch element,
-as strided views. Attention runs along the frame axis only.
+d head dim; clip_attention also takes (b*m, s, frames, d), m sequence groups (spatial positions) per batch element.
+Attention runs along the frame axis only.
 
 Two computations of the same math: `reference_attention` (whole video, dense, the test oracle) and
-`clip_attention` (what one rank runs on its clip of n frames: cost linear in n, via a gathered band).
+`clip_attention` (what one rank computes for its clip, from the keys of its halo, clip and global frames).
 """
-import functools
 import math
 from dataclasses import dataclass
 
@@ -81,81 +80,28 @@ def reference_attention(q, k, v, timesteps, scope):
     return torch.softmax(logits + bias[:, None], dim=-1) @ v
 
 
-def block_size(n, w):
-    # B query frames share one gathered key band of B + 2w local frames (+ the k global ones). Per query the
-    # work is B + 2w + k keys, the band memory (B + 2w + k) / B: B = max(w, 64) keeps the local part <= 3x at
-    # any w and the whole 1.5x at the default w = 8, k = 16, in few, large SDPA calls (8-10 % faster than
-    # B = 16 on an H200 at 128-288 frames per GPU); no point in a block longer than the clip.
-    return min(n, max(w, 64))
-
-
-@functools.lru_cache(maxsize=256)
-def clip_masks(start, n, left, right, frames, scope, device):
-    """Boolean structure of the banded layout for queries [start, start+n), cached: it changes only with the split.
-
-    Returns is_local, is_global: (nb, B, L + g) over [band keys | global keys], and the token scale (nb, B)
-    (None when off). Band column c of block j holds frame lo + j*B + c: one block (nb = 1) sees the L = left + n + right
-    frames it was given (lo = start - left); more blocks see bands of L = B + 2w frames, zero-padded (lo = start - w).
-    """
-    w = scope.window(frames)
-    B = block_size(n, w)
-    nb = -(-n // B)
-    lo, L = (start - left, left + n + right) if nb == 1 else (start - w, B + 2 * w)
-    rows = start + torch.arange(nb * B, device=device).view(nb, B, 1)  # query frame
-    real = rows < start + n  # padding rows (n rounded up to nb*B) are computed and dropped
-    cols = lo + torch.arange(nb, device=device).view(nb, 1, 1) * B + torch.arange(L, device=device)
-    have = (cols >= start - left) & (cols < start + n + right)  # frames we were given (halo ends at the video ends)
-    band = have & ((rows - cols).abs() <= w) & real
-    band = band | ~real  # padding rows see everything: finite garbage, never an all -inf row (NaN)
-    G = torch.tensor(scope.global_indices(frames), dtype=torch.long, device=device)
-    glob = ((rows - G).abs() > w) & real  # a global frame inside L(i) is already in the band: count it once
-    is_local = torch.cat([band, torch.zeros_like(glob)], -1)
-    is_global = torch.cat([torch.zeros_like(band), glob], -1)
-    scale = token_scale((is_local | is_global).sum(-1)) if scope.token_scale else None
-    return is_local, is_global, scale
-
-
 def clip_attention(q, k, v, start, left, frames, timesteps, scope):
-    """Rows [start, start+n) of reference_attention, from one clip's queries (N, s, n, d) and its keys and values
-    (N, s, left + n + right + g, d): frames [start-left, start+n+right), then the g global frames G.
-    N = b*m, batch-major, b = len(timesteps) (one timestep may serve the whole batch). Returns (N, s, n, d)."""
-    N, s, n, d = q.shape
-    g = len(scope.global_indices(frames))
-    given = k.shape[2] - g  # local frames
-    right = given - left - n
-    w = scope.window(frames)
+    """Rows [start, start+n) of reference_attention, from one clip's queries (N, s, n, d) and the keys and values
+    (N, s, left + n + right + g, d) of the frames [start-left, start+n+right) (halo, clip, halo) and then of the g
+    global frames. N = b*m, batch-major, b = len(timesteps) (one timestep may serve the whole batch)."""
+    n, d = q.shape[2:]
+    G = scope.global_indices(frames)
+    right, w = k.shape[2] - len(G) - left - n, scope.window(frames)
     if not (0 <= start and start + n <= frames):
         raise ValueError(f"clip [{start}, {start + n}) must lie inside the video of {frames} frames")
     if left != min(w, start) or right != min(w, frames - start - n):
         raise ValueError(f"halo (left, right) must be ({min(w, start)}, {min(w, frames - start - n)}), "
-                         f"got ({left}, {right}) with {g} global frames")
-    # compiled (clip_parallel.compile_layers, static shapes), the masks are traced into the kernels: the cache is for
-    # eager calls
-    masks = clip_masks.__wrapped__ if torch.compiler.is_compiling() else clip_masks
-    is_local, is_global, scale = masks(start, n, left, right, frames, scope, q.device)
-    nb, B, S = is_local.shape
-    if scale is not None:  # s_i scales the logits, i.e. the query rows
-        q = q * scale.flatten()[:n].to(q.dtype)[:, None]
-    if nb == 1:  # the clip is one query block (n <= max(w, 64)): dense masked attention on the given views, no copies
-        qb, kb, vb = q, k, v
-    else:  # blocks of B queries (n zero-padded to nb*B), each with its own band of keys: copies, linear in n
-
-        def bands(x):  # (N, s, given + g, d) -> (N*nb, s, S, d), one copy in frames-major memory (as the tokens)
-            # zero-pad the local frames to [start - w, start + nb*B + w) (padding is masked): block j's band
-            # [start + j*B - w, start + (j+1)*B + w) is then a strided view, followed by the g global frames
-            local = F.pad(x[:, :, :given].transpose(1, 2), (0, 0, 0, 0, w - left, nb * B + w - n - right))
-            glob = x[:, :, given:].transpose(1, 2)[:, None].expand(-1, nb, -1, -1, -1)
-            band = local.unfold(1, B + 2 * w, B).permute(0, 1, 4, 2, 3)  # (N, nb, B + 2w, s, d), a view
-            return torch.cat([band, glob], 2).flatten(0, 1).transpose(1, 2)
-
-        qb = F.pad(q.transpose(1, 2), (0, 0, 0, 0, 0, nb * B - n)).reshape(N * nb, B, s, d).transpose(1, 2)
-        kb, vb = bands(k), bands(v)
-    b_local, b_global = (x.to(q.dtype).view(-1, 1, 1, 1) for x in scope.biases(timesteps.to(q.device)))
-    mask = torch.where(is_local, b_local, torch.where(is_global, b_global, -math.inf))  # (b, nb, B, S)
-    # one mask row per (sequence, block): a broadcast view for one timestep and one block (sampling), else a copy
-    mask = mask[:, None].expand(len(mask), N // len(mask), nb, B, S).reshape(N * nb, 1, B, S)
-    out = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask)  # (N*nb, s, B, d)
-    return out.unflatten(0, (N, nb)).transpose(1, 2).reshape(N, s, nb * B, d)[:, :, :n]
+                         f"got ({left}, {right}) with {len(G)} global frames")
+    i = torch.arange(start, start + n, device=q.device)[:, None]  # query frames
+    local = (i - torch.arange(start - left, start + n + right, device=q.device)).abs() <= w  # (n, halo+clip+halo)
+    near = (i - torch.tensor(G, dtype=torch.long, device=q.device)).abs() <= w  # (n, g): a global frame in L(i)
+    b_local, b_global = (x.to(q.dtype)[:, None, None] for x in scope.biases(timesteps.to(q.device)))
+    # (b, n, keys): the global frames already in L(i) are masked in the global part, counted once, as local
+    bias = torch.cat([torch.where(local, b_local, -math.inf), torch.where(near, -math.inf, b_global)], -1)
+    logits = (q @ k.transpose(-1, -2) * d ** -0.5).unflatten(0, (len(bias), -1))  # (b, m, s, n, keys)
+    if scope.token_scale:
+        logits = logits * token_scale(local.sum(-1) + (~near).sum(-1)).to(q.dtype)[:, None]
+    return torch.softmax(logits + bias[:, None, None], dim=-1).flatten(0, 1) @ v
 
 
 def plot_scope(frames, ranks, scope, path, px=6):

@@ -3,7 +3,7 @@
 Every module keeps the original checkpoint's parameter names (minus the `model.diffusion_model.`,
 `first_stage_model.` and `cond_stage_model.model.` prefixes), so the released `model.ckpt` loads unchanged.
 This file is a plain single-device model: it knows nothing of ranks. clip_parallel.py swaps the few
-temporal modules that need context from other clips (see DESIGN.md section 3).
+temporal modules that need context from other clips; fast.py swaps in faster forms of the same math.
 
 Layouts: a video is (b, c, t, h, w). Inside the UNet, frames are folded into the batch, ((b t), c, h, w),
 frame index fastest; only the temporal layers unfold them.
@@ -148,14 +148,11 @@ class TemporalTransformer(nn.Module):
 
     def forward(self, x):  # x: (b, c, t, h, w)
         b, c, t, h, w = x.shape
-        y = self.norm(x).permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c)
+        y = self.norm(x).permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c)  # tokens ((b h w), t, c)
         y = self.project(self.proj_in, y)
         for block in self.transformer_blocks:
             y = block(y)
-        return self.project_out(y, x)
-
-    def project_out(self, y, x):  # y ((b h w), t, c) -> x + proj_out(y) as (b, c, t, h, w), in x's memory layout
-        b, c, t, h, w = x.shape
+        # the residual sum x + ..., not ... + x, takes x's memory layout (frames-major), so the fold after it is a view
         return x + self.project(self.proj_out, y).reshape(b, h, w, t, c).permute(0, 4, 3, 1, 2)
 
 
@@ -332,39 +329,6 @@ class UNet(nn.Module):
             h = block(torch.cat([h, skips.pop()], dim=1), emb, context, b)
         return unfold(self.out(h), b).to(x.dtype)
 
-
-def compile_frame_layers(unet, backend="inductor"):
-    """torch.compile the layers that see one frame (or token) at a time, in place; for GPUs.
-
-    These hold no communication, so clip parallelism leaves them alone and they compile to whole graphs: Inductor
-    fuses GroupNorm + SiLU, the embedding add, LayerNorms, GEGLU's gelu * x and the residual adds, which run as
-    separate memory-bound kernels in eager mode (BENCH.md, run 5), and every 2D conv reads and writes channels-last
-    memory (run 15). The temporal layers stay eager: clip_parallel swaps parts of them for communicating modules (and
-    clip_parallel.compile_layers compiles the arithmetic between their communication), except their token-wise
-    parts: feed-forwards, LayerNorms (eager, 3x Inductor's time at 320 to 1280 channels: run 21) and the output
-    projection with its residual (compiled, the transposed sum is one tiled kernel: run 23). The numbers are those
-    of the eager model up to rounding.
-    """
-    config = torch._dynamo.config
-    config.cache_size_limit = max(config.cache_size_limit, 64)  # one graph per (layer shape, dtype), not per module
-    # Inductor's heuristic left these graphs' convs NCHW (torch 2.11, H200): cuDNN's NHWC kernels then transposed
-    # every conv's input, weight and output, 20 ms of 644 at 128 frames per GPU; forced, the GroupNorm + SiLU before
-    # a conv writes its input channels-last instead (run 15: -18 ms)
-    torch._inductor.config.force_layout_optimization = True
-    for m in unet.modules():
-        if isinstance(m, ResBlock):
-            m.frame_layers = torch.compile(m.frame_layers, backend=backend)
-        elif isinstance(m, (SpatialTransformer, Downsample, Upsample)):
-            m.forward = torch.compile(m.forward, backend=backend)
-        elif isinstance(m, TemporalTransformer):
-            for block in m.transformer_blocks:
-                block.ff.net = torch.compile(block.ff.net, backend=backend)
-                for norm in (block.norm1, block.norm2, block.norm3):
-                    norm.forward = torch.compile(norm.forward, backend=backend)
-            m.project_out = torch.compile(m.project_out, backend=backend)
-    for conv in (unet.input_blocks[0][0], unet.out):  # the first conv, and the last GroupNorm, SiLU and conv
-        conv.forward = torch.compile(conv.forward, backend=backend)
-    return unet
 
 # ----------------------------------------------------------------------------
 # CLIP tokenizer (open_clip 2.22.0 SimpleTokenizer + open_clip.tokenize)

@@ -15,14 +15,16 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+import fast
 import model
-from clip_parallel import DistComm, clip_forward, compile_layers, init_distributed, parallel_temporal_layers, run_ranks
+from clip_parallel import DistComm, clip_forward, init_distributed, parallel_temporal_layers, run_ranks
 from dual_scope import DualScope, split_frames
 
 log = logging.getLogger("sample")
@@ -272,7 +274,9 @@ def parse_args(argv=None):
     a("--emulate", type=int, metavar="N", help="run N emulated ranks in this process (CPU debugging, tests)")
     a("--compile", action="store_true", help="torch.compile the UNet's per-frame layers and the clip-parallel "
       "arithmetic between communication stages: faster UNet forwards on a GPU after a one-off compile at the first "
-      "step (see README, Speed; not with --emulate)")
+      "step (see README, Speed; not with --emulate or --plain)")
+    a("--plain", action="store_true", help="run the plain clip-parallel layers of clip_parallel.py, not their fast "
+      "forms of fast.py (the same numbers up to rounding; on GPUs the fast forms are the default, on CPU the plain)")
     a("--decode-batch", type=int, default=8, help="frames per VAE decode call, bounds decode memory (default 8)")
     a("--out", default="out/video.mp4", help="output mp4; a JSON sidecar with every setting is written "
       "beside it (default out/video.mp4)")
@@ -336,6 +340,7 @@ def check_args(args):
              f"1/8 of it and the UNet halves it 3 times), got {v}")
     need(args.frames >= 1, f"--frames must be >= 1, got {args.frames}")
     need(not (args.compile and args.emulate), "--compile does not combine with --emulate (emulated ranks are threads)")
+    need(not (args.compile and args.plain), "--compile does not combine with --plain (it compiles the fast forms)")
     need(1 <= args.steps <= 1000, f"--steps must be in 1..1000, got {args.steps}")
     for name in ("guidance", "eta", "bias"):
         need(math.isfinite(getattr(args, name)), f"--{name} must be a finite number, got {getattr(args, name)}")
@@ -419,8 +424,6 @@ def run(args):
     rank0 = not real or torch.distributed.get_rank() == 0
     timings, t0 = {}, time.perf_counter()
     parts = load_parts(args, device, dtype)
-    if args.compile:
-        compile_layers(parts["unet"])
     timings["load"] = time.perf_counter() - t0
     if rank0:
         warn_long_prompts(parts["tokenizer"], args.prompt)
@@ -439,7 +442,9 @@ def run(args):
         bar.update(1)
 
     t = time.perf_counter()
-    with parallel_temporal_layers(parts["unet"], scope):
+    speed = args.compile or (device.type == "cuda" and not args.plain)  # the fast forms: GPUs, unless --plain
+    with parallel_temporal_layers(parts["unet"], scope), \
+            fast.accelerate(parts["unet"], compile=args.compile) if speed else nullcontext():
         if real:
             comm = DistComm()
             video, latents, t_denoised = generate_clip(comm, parts, s, contexts, device, progress if rank0 else None)

@@ -2,23 +2,26 @@
 
     python simulate.py                               # tiny random VC2 UNet, 48 frames, 1..4 emulated ranks
     torchrun --nproc_per_node 4 simulate.py          # the same check with real ranks (gloo on CPU, NCCL on GPU)
-    torchrun --nproc_per_node 2 simulate.py --compile  # ... with the compiled layers (clip_parallel.compile_layers)
+    torchrun --nproc_per_node 2 simulate.py --compile  # ... the fast forms compiled (fast.accelerate)
 
-For each number of ranks N it prints max |clip-parallel - single device| / max |single device| and what each
-stage sent, and exits non-zero if any such relative difference exceeds --tolerance. The single-device run is the
-same dual-scope math computed the obvious way: the whole video on one device, plain GroupNorm and Conv3d, dense
-masked attention.
+For each number of ranks N it runs both forms of the clip-parallel layers, the plain ones of clip_parallel.py and the
+fast ones of fast.py, prints max |clip-parallel - single device| / max |single device| of each and what each stage
+sent, and exits non-zero if any such relative difference exceeds --tolerance. The single-device run is the same
+dual-scope math computed the obvious way: the whole video on one device, plain GroupNorm and Conv3d, dense masked
+attention.
 """
 import argparse
 import json
 import os
 import sys
+from contextlib import nullcontext
 
 import torch
 import torch.nn as nn
 
+import fast
 import model
-from clip_parallel import STAGES, clip_forward, compile_layers, parallel_temporal_layers, run_ranks, swap
+from clip_parallel import STAGES, clip_forward, parallel_temporal_layers, run_ranks, swap
 from dual_scope import DualScope, plot_scope, reference_attention, split_frames
 
 # A VC2-architecture UNet small enough for a laptop: every block kind, the real flags, narrow widths.
@@ -85,8 +88,9 @@ def single_device(unet, x, timesteps, context, fps, scope):
             u()
 
 
-def emulate(unet, x, timesteps, context, fps, ranks, dual_scope):
-    """N emulated ranks in this process -> (output (b, c, T, h, w), traffic of each rank {stage: [messages, bytes]})."""
+def emulate(unet, x, timesteps, context, fps, ranks, dual_scope, fast=False):
+    """N emulated ranks in this process -> (output (b, c, T, h, w), traffic of each rank {stage: [messages, bytes]}).
+    fast: the forms of fast.py (eager), else the plain ones of clip_parallel.py."""
     frames = x.shape[2]
     clips = split_frames(frames, ranks)
 
@@ -95,14 +99,19 @@ def emulate(unet, x, timesteps, context, fps, ranks, dual_scope):
         out = clip_forward(unet, comm, frames, x[:, :, start:stop], timesteps, context, fps)
         return out, comm.traffic
 
-    with parallel_temporal_layers(unet, dual_scope):
+    with parallel_temporal_layers(unet, dual_scope), accelerated(unet, fast):
         results = run_ranks(ranks, rank)
     return torch.cat([out for out, _ in results], dim=2), [traffic for _, traffic in results]
 
 
-def run_emulated(unet, x, timesteps, context, fps, ranks, dual_scope):
+def run_emulated(unet, x, timesteps, context, fps, ranks, dual_scope, fast=False):
     """The clip-parallel forward over `ranks` emulated ranks, reassembled: (b, c, T, h, w)."""
-    return emulate(unet, x, timesteps, context, fps, ranks, dual_scope)[0]
+    return emulate(unet, x, timesteps, context, fps, ranks, dual_scope, fast)[0]
+
+
+def accelerated(unet, on, compile=None):
+    """fast.accelerate(unet), compiled with backend `compile` if given; a no-op context when `on` is false."""
+    return fast.accelerate(unet, compile=bool(compile), backend=compile or "inductor") if on else nullcontext(unet)
 
 
 def rel_diff(a, b):
@@ -137,7 +146,7 @@ def parse_args(argv=None):
     p.add_argument("--tolerance", type=float, help="max relative difference allowed "
                    "(default 1e-5 in float32, 1e-10 in float64)")
     p.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
-                   help="torch.compile the UNet (clip_parallel.compile_layers) before its clip-parallel forward, to "
+                   help="torch.compile the fast forms (fast.accelerate) before their clip-parallel forward, to "
                         "check the compiled path; torchrun only. BACKEND: inductor (default, for GPUs) or eager "
                         "(dynamo's capture without code generation: seconds on a CPU)")
     p.add_argument("--plot", metavar="PATH", help="also write a PNG of the key frames each query frame attends to")
@@ -196,12 +205,15 @@ def main(argv=None):
           f"{scope.global_frames} global frames, timesteps {args.timestep}, {args.dtype}")
     results, ok = [], True
     for n in range(1, args.ranks + 1):
-        out, traffic = emulate(unet, x, timesteps, context, fps, n, scope)
-        diff = rel_diff(out, reference)
-        ok &= diff <= args.tolerance
-        results.append(dict(ranks=n, max_rel_diff=diff, traffic=traffic))
-        print(f"{n} emulated rank(s): max |clip-parallel - single device| / max|single| = {diff:.2e}"
-              f"  {'ok' if diff <= args.tolerance else 'FAIL'}\n{traffic_table(traffic)}")
+        row = dict(ranks=n)
+        for form in ("plain", "fast"):
+            out, row["traffic"] = emulate(unet, x, timesteps, context, fps, n, scope, fast=form == "fast")
+            row[form] = diff = rel_diff(out, reference)
+            ok &= diff <= args.tolerance
+            print(f"{n} emulated rank(s), {form + ' forms:':12} max |clip-parallel - single device| / max|single| = "
+                  f"{diff:.2e}  {'ok' if diff <= args.tolerance else 'FAIL'}")
+        print(traffic_table(row["traffic"]))
+        results.append(row)
     finish(args, scope, results, ok)
     return 0 if ok else 1
 
@@ -228,26 +240,25 @@ def main_torchrun(args, scope):
         if comm.world_size > args.frames:
             raise SystemExit(f"error: {comm.world_size} ranks need at least as many --frames (got {args.frames})")
         start, stop = split_frames(args.frames, comm.world_size)[comm.rank]
-        if args.compile:
-            compile_layers(unet, backend=args.compile)
-        with parallel_temporal_layers(unet, scope):
-            out = clip_forward(unet, comm, args.frames, x[:, :, start:stop].contiguous(), timesteps, context, fps)
-        traffic = comm.traffic
-        pieces = [None] * comm.world_size
-        dist.all_gather_object(pieces, (out.cpu(), traffic))
+        pieces = {}
+        for form in ("plain", "fast"):
+            with parallel_temporal_layers(unet, scope), accelerated(unet, form == "fast", args.compile):
+                out = clip_forward(unet, comm, args.frames, x[:, :, start:stop].contiguous(), timesteps, context, fps)
+            pieces[form] = [None] * comm.world_size
+            dist.all_gather_object(pieces[form], (out.cpu(), comm.traffic))
         ok = True
         if comm.rank == 0:
-            video = torch.cat([p[0] for p in pieces], dim=2)
-            with torch.compiler.set_stance("force_eager"):  # the reference stays the plain eager computation
-                reference = single_device(unet, x, timesteps, context, fps, scope).cpu()
-            diff = rel_diff(video, reference)
-            ok = diff <= args.tolerance
+            reference = single_device(unet, x, timesteps, context, fps, scope).cpu()
             backend = dist.get_backend()
-            print(f"{comm.world_size} real ranks ({backend}, {device}{', compiled' if args.compile else ''}): "
-                  f"max |clip-parallel - single device| / max|single| = {diff:.2e}  {'ok' if ok else 'FAIL'}\n"
-                  f"{traffic_table([p[1] for p in pieces])}")
-            finish(args, scope, [dict(ranks=comm.world_size, backend=backend, compile=args.compile,
-                                      max_rel_diff=diff, traffic=[p[1] for p in pieces])], ok)
+            row = dict(ranks=comm.world_size, backend=backend, compile=args.compile, traffic=[p[1] for p in pieces["plain"]])
+            for form, got in pieces.items():
+                row[form] = diff = rel_diff(torch.cat([p[0] for p in got], dim=2), reference)
+                ok &= diff <= args.tolerance
+                print(f"{comm.world_size} real ranks ({backend}, {device}), {form} forms"
+                      f"{', compiled' if args.compile and form == 'fast' else ''}: "
+                      f"max |clip-parallel - single device| / max|single| = {diff:.2e}  {'ok' if diff <= args.tolerance else 'FAIL'}")
+            print(traffic_table(row["traffic"]))
+            finish(args, scope, [row], ok)
         ok_all = [None] * comm.world_size
         dist.all_gather_object(ok_all, ok)
         return 0 if all(ok_all) else 1

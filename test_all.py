@@ -3,11 +3,13 @@
 Every check asserts a number. Nothing here depends on the fixtures' shapes or widths: configs, cases and sizes
 are read from the fixture files, so the same tests run on fixtures made with other seeds, sizes and widths.
 """
+import functools
 import json
 import os
 import random
 import subprocess
 import sys
+from contextlib import nullcontext
 
 import imageio.v3 as iio
 import numpy as np
@@ -17,10 +19,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import clip_parallel
+import fast
 import model
 import sample
 import simulate
-from dual_scope import DualScope, clip_attention, clip_masks, plot_scope, reference_attention, split_frames
+from dual_scope import DualScope, clip_attention, plot_scope, reference_attention, split_frames
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIX = os.path.join(HERE, "fixtures")
@@ -82,26 +85,42 @@ def test_unet_matches_original(tiny_unet, case):
     assert rel_err(out, c["out"]) <= 1e-4
 
 
-def test_compile_frame_layers_keeps_the_numbers(tiny_unet):
-    """The wiring of the --compile path: which layers are compiled, and the same function. backend="eager" traces
-    through dynamo without Inductor's code generation (minutes on a small CPU; bench.py checks Inductor on GPUs)."""
+def test_accelerate_compile_wiring(tiny_unet):
+    """The wiring of the --compile path: which layers fast.accelerate compiles, the same function, and all of it undone
+    on exit. backend="eager" traces through dynamo without Inductor's code generation (minutes on a small CPU;
+    bench.py checks Inductor on GPUs). Full window, no global frames, one rank: VC2's own output."""
     unet = model.UNet(**fixture_json("unet_tiny.json")["unet_config"]).eval()
     unet.load_state_dict(tiny_unet.state_dict())
-    model.compile_frame_layers(unet, backend="eager")
-    mods = list(unet.modules())
-    wrapped = ([m.frame_layers for m in mods if isinstance(m, model.ResBlock)]
-               + [m.forward for m in mods if isinstance(m, (model.SpatialTransformer, model.Downsample, model.Upsample))]
-               + [f for m in mods if isinstance(m, model.TemporalTransformer) for block in m.transformer_blocks
-                  for f in (block.ff.net, block.norm1.forward, block.norm2.forward, block.norm3.forward, m.project_out)]
-               + [unet.input_blocks[0][0].forward, unet.out.forward])
-    assert wrapped and all(hasattr(f, "_torchdynamo_orig_callable")  # a compiled function or method
-                           or isinstance(f, torch._dynamo.eval_frame.OptimizedModule) for f in wrapped)
     c = fixture_tensors("unet_tiny_cases.safetensors", unet_cases()[0] + ".")
+    frames = c["x"].shape[2]
+
+    def compiled_callables():
+        mods = list(unet.modules())
+        return ([m.frame_layers for m in mods if isinstance(m, model.ResBlock)]
+                + [m.forward for m in mods if isinstance(m, (model.SpatialTransformer, model.Downsample, model.Upsample))]
+                + [f for m in mods if isinstance(m, model.TemporalTransformer) for block in m.transformer_blocks
+                   for f in (block.ff.net, block.norm1.forward, block.norm2.forward, block.norm3.forward)]
+                + [unet.input_blocks[0][0].forward, unet.out.forward])
+
+    def is_compiled(f):  # a compiled function or method, or module
+        return hasattr(f, "_torchdynamo_orig_callable") or isinstance(f, torch._dynamo.eval_frame.OptimizedModule)
+
     try:
-        with torch.no_grad():
-            out = unet(c["x"], c["timesteps"], c["context"], c["fps"])
-            assert rel_err(out, tiny_unet(c["x"], c["timesteps"], c["context"], c["fps"])) <= 1e-6
+        with clip_parallel.parallel_temporal_layers(unet, DualScope(local_window=frames, global_frames=0)), \
+                fast.accelerate(unet, compile=True, backend="eager"):
+            mods = list(unet.modules())
+            assert all(is_compiled(f) for f in compiled_callables())
+            assert sum(isinstance(m, fast.FastTemporalConvBlock) for m in mods) == sum(
+                isinstance(m, model.ResBlock) for m in mods) > 0
+            assert all(is_compiled(m.attention) for m in mods if isinstance(m, clip_parallel.ClipAttention))
+            assert all(isinstance(m.norm, fast.FastGroupNorm) and isinstance(m.forward, functools.partial)
+                       for m in mods if isinstance(m, model.TemporalTransformer))
+            comm = clip_parallel.EmulatedComm(clip_parallel.EmulatedGroup(1), 0)
+            out = clip_parallel.clip_forward(unet, comm, frames, c["x"], c["timesteps"], c["context"], c["fps"])
         assert rel_err(out, c["out"]) <= 1e-4
+        assert not any(is_compiled(f) for f in compiled_callables())  # restored
+        assert not any(isinstance(m, (clip_parallel.ClipAttention, fast.FastGroupNorm)) for m in unet.modules())
+        assert rel_err(unet(c["x"], c["timesteps"], c["context"], c["fps"]), c["out"]) <= 1e-4
     finally:
         torch._dynamo.reset()
 
@@ -292,8 +311,10 @@ def test_clip_parallel_is_exact_in_float64(tiny_unet, dual_scope_case):
     case = (x.double(), timesteps, context.double(), fps)
     scope = DualScope(local_window=2, global_frames=3, token_scale=True)
     reference = simulate.single_device(unet64, *case, scope)
-    for ranks in (1, 2, 4, 5):
-        assert rel_err(simulate.run_emulated(unet64, *case, ranks, scope), reference) <= 1e-12, ranks
+    for ranks in (1, 2, 3, 5):
+        plain = simulate.run_emulated(unet64, *case, ranks, scope)
+        assert rel_err(plain, reference) <= 1e-12, ranks
+        assert rel_err(simulate.run_emulated(unet64, *case, ranks, scope, fast=True), plain) <= 1e-12, ranks
 
 
 def test_clip_parallel_one_and_two_frame_clips(tiny_unet, dual_scope_case):
@@ -306,7 +327,74 @@ def test_clip_parallel_one_and_two_frame_clips(tiny_unet, dual_scope_case):
     scope = DualScope(local_window=1, global_frames=2)
     reference = simulate.single_device(unet64, *case, scope)
     for ranks in (3, 5):
-        assert rel_err(simulate.run_emulated(unet64, *case, ranks, scope), reference) <= 1e-12, ranks
+        for form in (False, True):  # plain, fast
+            assert rel_err(simulate.run_emulated(unet64, *case, ranks, scope, fast=form), reference) <= 1e-12, ranks
+
+
+# fast.py's forms against the plain forms of clip_parallel.py, layer by layer, float64
+
+
+def clip_parallel_layer(module, x, ranks, scope, forward, speed):
+    """forward(module, clip) on each of `ranks` emulated ranks, x (b, c, T, h, w) split along T, inside
+    parallel_temporal_layers (and fast.accelerate if speed) -> the clips' outputs reassembled along T."""
+    T, timesteps = x.shape[2], torch.tensor([900, 300])
+    clips = split_frames(T, ranks)
+
+    def rank(comm):
+        clip = x[:, :, slice(*clips[comm.rank])]
+        clip_parallel.enter_clip(comm, T, clip, timesteps)
+        return forward(module, clip)
+
+    with clip_parallel.parallel_temporal_layers(module, scope), fast.accelerate(module) if speed else nullcontext():
+        return torch.cat(clip_parallel.run_ranks(ranks, rank), dim=2)
+
+
+def frames_major(b, c, T, h, w, seed):  # (b, c, T, h, w) in the UNet's memory order (b, T, c, h, w)
+    return torch.randn(b, T, c, h, w, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).transpose(1, 2)
+
+
+# (frames, ranks): uneven clips, clips of 2 frames (11 over 5), of 1 frame (5 over 5), of two query blocks (150 over 2)
+LAYER_SPLITS = [(11, 1), (11, 2), (11, 3), (11, 5), (5, 5), (150, 2)]
+
+
+@pytest.mark.parametrize("frames,ranks", LAYER_SPLITS)
+def test_fast_temporal_conv_block_equals_plain(frames, ranks):
+    """fast.FastTemporalConvBlock (batched GEMMs on strided views, biases folded into the next GroupNorm) against
+    the plain ClipTemporalConvs, and both against VC2's TemporalConvBlock on the whole video."""
+    res = simulate.randomize(model.ResBlock(64, 8, 64), frames).double().eval()
+    x = frames_major(2, 64, frames, 3, 2, seed=ranks)
+    scope = DualScope(local_window=2, global_frames=3)
+    whole = res.temopral_conv(x)
+    plain = clip_parallel_layer(res, x, ranks, scope, lambda m, clip: m.temopral_conv(clip), speed=False)
+    quick = clip_parallel_layer(res, x, ranks, scope, lambda m, clip: m.temopral_conv(clip), speed=True)
+    assert rel_err(plain, whole) <= 1e-12 and rel_err(quick, plain) <= 1e-12
+    assert rel_err(whole, x) > 0.1  # the block does change its input
+
+
+@pytest.mark.parametrize("frames,ranks", LAYER_SPLITS)
+def test_fast_temporal_transformer_equals_plain(frames, ranks):
+    """fast.FastGroupNorm and the banded dual-scope attention against ClipGroupNorm and dual_scope.clip_attention, in a
+    TemporalTransformer; with the full window and no global frames, both are VC2's TemporalTransformer itself."""
+    tt = simulate.randomize(model.TemporalTransformer(64, 2, 32), frames).double().eval()
+    x = frames_major(2, 64, frames, 2, 1, seed=ranks)
+    run = lambda scope, speed: clip_parallel_layer(tt, x, ranks, scope, lambda m, clip: m(clip), speed)  # noqa: E731
+    for scope in (DualScope(local_window=2, global_frames=3, token_scale=True), DualScope(local_window=8)):
+        assert rel_err(run(scope, True), run(scope, False)) <= 1e-12, scope
+    full = DualScope(local_window=frames, global_frames=0)
+    assert rel_err(run(full, False), tt(x)) <= 1e-12 and rel_err(run(full, True), tt(x)) <= 1e-12
+
+
+def test_fast_unet_equals_plain_with_two_query_blocks_per_clip(tiny_unet):
+    """The whole UNet, fast forms against plain, on a clip of 66 frames: two query blocks of the banded attention
+    (64 + 2), w = 8, k = 16 (the published configuration), float64 (8x16 latents, not 8x8: see dual_scope_case)."""
+    unet64 = model.UNet(**fixture_json("unet_tiny.json")["unet_config"]).eval().double()
+    unet64.load_state_dict(tiny_unet.state_dict())
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 4, 66, 8, 16, generator=g, dtype=torch.float64)
+    case = (x, torch.tensor([900, 200]), torch.randn(2, 77, unet64.context_dim, generator=g, dtype=torch.float64),
+            torch.tensor([24, 8]))
+    plain = simulate.run_emulated(unet64, *case, 1, DualScope())
+    assert rel_err(simulate.run_emulated(unet64, *case, 1, DualScope(), fast=True), plain) <= 1e-12
 
 
 def test_clip_parallel_window_longer_than_clip_falls_back(tiny_unet, dual_scope_case):
@@ -327,10 +415,10 @@ def test_communication_stages(tiny_unet, dual_scope_case):
 
 
 def test_transfers_overlap_the_gemms_that_need_no_other_clip(tiny_unet, dual_scope_case):
-    """Each transfer is waited for only where its result is read: between the start of every halo exchange, and of
-    every attention's gather of the global frames, and its wait, the rank runs GEMMs (a temporal conv's in-clip taps,
-    an attention's query projection), which on GPUs run while NCCL moves the frames. One rank: it takes part in every
-    stage all the same (no partner, a gather of its own frames)."""
+    """In the fast forms each transfer is waited for only where its result is read: between the start of every halo
+    exchange, and of every attention's gather of the global frames, and its wait, the rank runs GEMMs (a temporal
+    conv's in-clip taps, an attention's query projection), which on GPUs run while NCCL moves the frames. One rank: it
+    takes part in every stage all the same (no partner, a gather of its own frames)."""
     from torch.utils._python_dispatch import TorchDispatchMode
     events = []  # ("start", transfer), ("wait", transfer), ("gemm", None), in order
 
@@ -355,7 +443,8 @@ def test_transfers_overlap_the_gemms_that_need_no_other_clip(tiny_unet, dual_sco
 
     x, timesteps, context, fps = dual_scope_case
     comm = Recording(clip_parallel.EmulatedGroup(1), 0)
-    with clip_parallel.parallel_temporal_layers(tiny_unet, DualScope(local_window=2, global_frames=3)) as unet:
+    with clip_parallel.parallel_temporal_layers(tiny_unet, DualScope(local_window=2, global_frames=3)) as unet, \
+            fast.accelerate(unet):
         attentions = sum(isinstance(m, clip_parallel.ClipAttention) for m in unet.modules())
         with Gemms():
             clip_parallel.clip_forward(unet, comm, x.shape[2], x, timesteps, context, fps)
@@ -377,7 +466,7 @@ def test_simulate_cli_emulated(tmp_path):
                           "--plot", str(tmp_path / "scope.png")])
     res = json.loads(out.read_text())
     assert code == 0 and res["ok"] and [r["ranks"] for r in res["results"]] == [1, 2, 3]
-    assert all(r["max_rel_diff"] <= 1e-10 for r in res["results"])
+    assert all(r["plain"] <= 1e-10 and r["fast"] <= 1e-10 for r in res["results"])
     assert iio.imread(tmp_path / "scope.png").shape[:2] == (66, 66)
 
 
@@ -388,20 +477,20 @@ def test_simulate_real_gloo_ranks(tmp_path, ranks):
     torchrun_ok(["--frames", "11", "--height", "8", "--width", "8", "--local-window", "2", "--global-frames", "3",
                  "--dtype", "float64", "--json", str(out)], "simulate.py", ranks)
     res = json.loads(out.read_text())["results"][0]
-    assert res["ranks"] == ranks and res["backend"] == "gloo" and res["max_rel_diff"] <= 1e-10
+    assert res["ranks"] == ranks and res["backend"] == "gloo" and res["plain"] <= 1e-10 and res["fast"] <= 1e-10
     stage2_pairs = [(r % 2 == 1 and r + 1 < ranks) or (r % 2 == 0 and r >= 2) for r in range(ranks)]  # (1,2),(3,4)..
     assert [t["stage2"][0] > 0 for t in res["traffic"]] == stage2_pairs
 
 
 def test_simulate_real_gloo_ranks_compiled(tmp_path):
-    """The compiled path of clip_parallel.compile_layers with real ranks and halos on both sides of a clip: equal to
-    the eager single-device run. Backend "eager": dynamo's capture, not Inductor's code (bench.py checks that on a
-    GPU). In processes of their own, as compile_layers replaces the FUSED functions of the module."""
+    """The compiled fast forms (fast.accelerate(compile=True)) with real ranks and halos on both sides of a clip: equal
+    to the eager single-device run. Backend "eager": dynamo's capture, not Inductor's code (bench.py checks that on a
+    GPU)."""
     out = tmp_path / "sim.json"
     torchrun_ok(["--frames", "11", "--height", "8", "--width", "8", "--local-window", "2", "--global-frames", "3",
                  "--dtype", "float64", "--compile", "eager", "--json", str(out)], "simulate.py", 3, timeout=600)
     res = json.loads(out.read_text())["results"][0]
-    assert res["ranks"] == 3 and res["compile"] == "eager" and res["max_rel_diff"] <= 1e-10
+    assert res["ranks"] == 3 and res["compile"] == "eager" and res["plain"] <= 1e-10 and res["fast"] <= 1e-10
 
 
 def test_clip_forward_checks_the_clip_length():
@@ -413,7 +502,8 @@ def test_clip_forward_checks_the_clip_length():
 
 
 def test_graphed_clip_forward_refuses_what_it_cannot_record():
-    from clip_parallel import EmulatedComm, EmulatedGroup, GraphedClipForward
+    from clip_parallel import EmulatedComm, EmulatedGroup
+    from fast import GraphedClipForward
     x = torch.zeros(1, 4, 4, 2, 2)
     with pytest.raises(ValueError, match="warmup must be >= 1, got 0"):
         GraphedClipForward(None, EmulatedComm(EmulatedGroup(1), 0), 4, x, 900, None, 24, warmup=0)
@@ -428,14 +518,15 @@ def test_graphed_clip_forward_refuses_what_it_cannot_record():
 def test_graphed_clip_forward_replays_equal_forwards(monkeypatch):
     """The recorded forward, replayed on new inputs and timesteps (either side of the bias switch), gives what the
     plain forward gives on them: the same kernels, so equal to rounding."""
-    from clip_parallel import EmulatedComm, EmulatedGroup, GraphedClipForward, clip_forward, parallel_temporal_layers
+    from clip_parallel import EmulatedComm, EmulatedGroup, clip_forward, parallel_temporal_layers
+    from fast import GraphedClipForward, accelerate
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # float32 convs: no TF32 algorithm choice
     torch.manual_seed(0)
     unet = simulate.randomize(model.UNet(**simulate.TINY_UNET).eval(), 0).cuda()
     comm, n = EmulatedComm(EmulatedGroup(1), 0), 12
     x = torch.randn(2, 4, n, 8, 8, device="cuda")
     ctx = torch.randn(2, 77, simulate.TINY_UNET["context_dim"], device="cuda")
-    with torch.no_grad(), parallel_temporal_layers(unet, DualScope(local_window=2, global_frames=3)):
+    with torch.no_grad(), parallel_temporal_layers(unet, DualScope(local_window=2, global_frames=3)), accelerate(unet):
         graph = GraphedClipForward(unet, comm, n, x, 900, ctx, 24)
         for t in (900, 500, 999):
             x = torch.randn_like(x)
@@ -472,13 +563,13 @@ def qkv(b, s, T, d, seed=0):
     return [torch.randn(b, s, T, d, generator=g) * 2 for _ in range(3)]  # *2: peakier softmax, a harder test
 
 
-def run_clip(q, k, v, timesteps, scope, start, n):
-    """Slice what a rank would hold for the clip [start, start+n) and run clip_attention."""
+def run_clip(q, k, v, timesteps, scope, start, n, attention=clip_attention):
+    """Slice what a rank would hold for the clip [start, start+n) and run clip_attention (or fast's form of it)."""
     T, w = q.shape[2], min(scope.local_window, q.shape[2] - 1)
     left, right = min(w, start), min(w, T - start - n)
     G = scope.global_indices(T)
     given = list(range(start - left, start + n + right)) + G  # [halo | clip | halo | global frames]
-    return clip_attention(q[:, :, start:start + n], k[:, :, given], v[:, :, given], start, left, T, timesteps, scope)
+    return attention(q[:, :, start:start + n], k[:, :, given], v[:, :, given], start, left, T, timesteps, scope)
 
 
 def test_global_indices():
@@ -529,10 +620,15 @@ def test_clip_matches_reference(T, w, k, token_scale):
     for _ in range(6):
         start = rng.randrange(T)
         clips.append((start, rng.randint(1, T - start)))
+    q64, k64, v64 = q.double(), k_.double(), v.double()
     for start, n in clips:
         out = run_clip(q, k_, v, T_EARLY_LATE, scope, start, n)
         assert out.shape == (2, 3, n, 8)
         assert rel_err(out.double(), ref[:, :, start:start + n]) <= 1e-5, (start, n)
+        # fast.py's banded form: blocks of 64 queries (several when n > 64), each over its band of keys
+        plain = run_clip(q64, k64, v64, T_EARLY_LATE, scope, start, n)
+        banded = run_clip(q64, k64, v64, T_EARLY_LATE, scope, start, n, fast.banded_attention)
+        assert rel_err(banded, plain) <= 1e-12 and rel_err(plain, ref[:, :, start:start + n]) <= 1e-12, (start, n)
 
 
 def test_clip_rejects_wrong_halo():
@@ -568,17 +664,17 @@ def test_bias_switch_matters():
     assert rel_err(both[0], early[0]) <= 1e-6 and rel_err(both[1], late[0]) <= 1e-6
 
 
-def test_linear_cost():
+def test_banded_attention_cost_is_linear():
     scope = DualScope(local_window=8, global_frames=16)
     sizes = {}
     for n in (128, 512, 2048):
-        is_local, is_global, _ = clip_masks(0, n, 0, 0, n, scope, torch.device("cpu"))
+        is_local, is_global, _ = fast.clip_masks(0, n, 0, 0, n, scope, torch.device("cpu"))
         sizes[n] = is_local.numel()
         assert is_local.shape == is_global.shape and is_local.shape[-1] == 64 + 2 * 8 + 16  # B + 2w + k
     assert sizes[512] < 512 * 512 / 4
     assert sizes[2048] == 4 * sizes[512] == 16 * sizes[128]  # exactly linear: n * (B + 2w + k)
-    assert clip_masks.cache_info().hits >= 0 and clip_masks(0, 512, 0, 0, 512, scope, torch.device("cpu"))[0] \
-        is clip_masks(0, 512, 0, 0, 512, scope, torch.device("cpu"))[0]  # cached, not rebuilt
+    assert fast.clip_masks(0, 512, 0, 0, 512, scope, torch.device("cpu"))[0] \
+        is fast.clip_masks(0, 512, 0, 0, 512, scope, torch.device("cpu"))[0]  # cached, not rebuilt
 
 
 def test_plot_scope(tmp_path):

@@ -1,0 +1,371 @@
+"""The GPU forms of clip_parallel's layers: the same math, arranged for speed, applied from outside.
+
+clip_parallel.py holds the plain forms a reader follows line by line; this file swaps them for forms that compute the
+same numbers (tests: equal to 1e-12 in float64) with fewer, larger kernels:
+
+  temporal conv       one batched GEMM per batch element over overlapping strided views of the frames (no padded copy),
+                      the neighbours' frames in flight meanwhile and added through their own taps; no bias fill (each
+                      conv's bias is folded into the next GroupNorm's shift, the last one's into the block's residual)
+  temporal GroupNorm  per-(frame, group) moments in contiguous rows, then combined (clip_parallel.combine_moments);
+                      the normalisation as one pass writing the layout the next layer reads (SiLU fused, or tokens)
+  temporal attention  queries in blocks of B frames, each with its band of B + 2w local keys plus the global keys:
+                      cost linear in the clip length, few large scaled_dot_product_attention calls
+  compile             torch.compile of the arithmetic between two communication stages (static shapes) and of every
+                      layer that sees one frame at a time; CUDA graphs (GraphedClipForward) for launch-bound sizes
+
+    with clip_parallel.parallel_temporal_layers(unet, scope), fast.accelerate(unet, compile=True):
+        clip_parallel.clip_forward(unet, comm, frames, x, timesteps, context, fps)
+"""
+import functools
+import math
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import model
+from clip_parallel import (STATE, ClipAttention, ClipGroupNorm, ClipTemporalConv, EmulatedComm, clip_forward,
+                           combine_moments, enter_clip, swap, video_moments)
+from dual_scope import token_scale
+
+# -----------------------------------------------------------------------------
+# dual-scope attention over bands of keys: dual_scope.clip_attention's numbers at a cost linear in the clip length
+
+
+def block_size(n, w):
+    # B query frames share one gathered key band of B + 2w local frames (+ the k global ones). Per query the work is
+    # B + 2w + k keys, the band memory (B + 2w + k) / B: B = max(w, 64) keeps the local part <= 3x at any w and the
+    # whole 1.5x at the default w = 8, k = 16, in few, large SDPA calls (8-10 % faster than B = 16 on an H200 at
+    # 128-288 frames per GPU); no point in a block longer than the clip.
+    return min(n, max(w, 64))
+
+
+@functools.lru_cache(maxsize=256)
+def clip_masks(start, n, left, right, frames, scope, device):
+    """Boolean structure of the banded layout for queries [start, start+n), cached: it changes only with the split.
+
+    Returns is_local, is_global: (nb, B, L + g) over [band keys | global keys], and the token scale (nb, B)
+    (None when off). Band column c of block j holds frame lo + j*B + c: one block (nb = 1) sees the L = left + n + right
+    frames it was given (lo = start - left); more blocks see bands of L = B + 2w frames, zero-padded (lo = start - w).
+    """
+    w = scope.window(frames)
+    B = block_size(n, w)
+    nb = -(-n // B)
+    lo, L = (start - left, left + n + right) if nb == 1 else (start - w, B + 2 * w)
+    rows = start + torch.arange(nb * B, device=device).view(nb, B, 1)  # query frame
+    real = rows < start + n  # padding rows (n rounded up to nb*B) are computed and dropped
+    cols = lo + torch.arange(nb, device=device).view(nb, 1, 1) * B + torch.arange(L, device=device)
+    have = (cols >= start - left) & (cols < start + n + right)  # frames we were given (halo ends at the video ends)
+    band = have & ((rows - cols).abs() <= w) & real
+    band = band | ~real  # padding rows see everything: finite garbage, never an all -inf row (NaN)
+    G = torch.tensor(scope.global_indices(frames), dtype=torch.long, device=device)
+    glob = ((rows - G).abs() > w) & real  # a global frame inside L(i) is already in the band: count it once
+    is_local = torch.cat([band, torch.zeros_like(glob)], -1)
+    is_global = torch.cat([torch.zeros_like(band), glob], -1)
+    scale = token_scale((is_local | is_global).sum(-1)) if scope.token_scale else None
+    return is_local, is_global, scale
+
+
+def banded_attention(q, k, v, start, left, frames, timesteps, scope):
+    """dual_scope.clip_attention (same arguments, same result) in blocks of B queries, each over its band of keys."""
+    N, s, n, d = q.shape
+    g = len(scope.global_indices(frames))
+    given = k.shape[2] - g  # local frames
+    right = given - left - n
+    w = scope.window(frames)
+    if not (0 <= start and start + n <= frames):
+        raise ValueError(f"clip [{start}, {start + n}) must lie inside the video of {frames} frames")
+    if left != min(w, start) or right != min(w, frames - start - n):
+        raise ValueError(f"halo (left, right) must be ({min(w, start)}, {min(w, frames - start - n)}), "
+                         f"got ({left}, {right}) with {g} global frames")
+    # compiled (static shapes), the masks are traced into the kernels: the cache is for eager calls
+    masks = clip_masks.__wrapped__ if torch.compiler.is_compiling() else clip_masks
+    is_local, is_global, scale = masks(start, n, left, right, frames, scope, q.device)
+    nb, B, S = is_local.shape
+    if scale is not None:  # s_i scales the logits, i.e. the query rows
+        q = q * scale.flatten()[:n].to(q.dtype)[:, None]
+    if nb == 1:  # the clip is one query block (n <= max(w, 64)): dense masked attention on the given views, no copies
+        qb, kb, vb = q, k, v
+    else:  # blocks of B queries (n zero-padded to nb*B), each with its own band of keys: copies, linear in n
+
+        def bands(x):  # (N, s, given + g, d) -> (N*nb, s, S, d), one copy in frames-major memory (as the tokens)
+            # zero-pad the local frames to [start - w, start + nb*B + w) (padding is masked): block j's band
+            # [start + j*B - w, start + (j+1)*B + w) is then a strided view, followed by the g global frames
+            local = F.pad(x[:, :, :given].transpose(1, 2), (0, 0, 0, 0, w - left, nb * B + w - n - right))
+            glob = x[:, :, given:].transpose(1, 2)[:, None].expand(-1, nb, -1, -1, -1)
+            band = local.unfold(1, B + 2 * w, B).permute(0, 1, 4, 2, 3)  # (N, nb, B + 2w, s, d), a view
+            return torch.cat([band, glob], 2).flatten(0, 1).transpose(1, 2)
+
+        qb = F.pad(q.transpose(1, 2), (0, 0, 0, 0, 0, nb * B - n)).reshape(N * nb, B, s, d).transpose(1, 2)
+        kb, vb = bands(k), bands(v)
+    b_local, b_global = (x.to(q.dtype).view(-1, 1, 1, 1) for x in scope.biases(timesteps.to(q.device)))
+    mask = torch.where(is_local, b_local, torch.where(is_global, b_global, -math.inf))  # (b, nb, B, S)
+    # one mask row per (sequence, block): a broadcast view for one timestep and one block (sampling), else a copy
+    mask = mask[:, None].expand(len(mask), N // len(mask), nb, B, S).reshape(N * nb, 1, B, S)
+    out = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask)  # (N*nb, s, B, d)
+    return out.unflatten(0, (N, nb)).transpose(1, 2).reshape(N, s, nb * B, d)[:, :, :n]
+
+
+# -----------------------------------------------------------------------------
+# The temporal GroupNorm's arithmetic, fused
+
+
+def group_moments(x, groups, bias=None):
+    """clip_parallel.clip_moments of x + bias (bias (c,) per channel, not yet added to x; compiled, the add is part of
+    the reductions), accumulated inside the reductions (no float32 copy of x).
+
+    Frame by frame first, then combined over the clip: in frames-major memory each (frame, group) is one contiguous
+    run of x, so the reductions read x in order, b n groups rows at once (over a whole group's frames at once they had
+    b groups rows, 64 in sampling, of strided runs: 4x slower at 128 frames per GPU on an H200)."""
+    c = x.shape[1]
+    if bias is not None:
+        x = x + bias.to(x.dtype).view(c, 1, 1, 1)
+    f32 = torch.promote_types(x.dtype, torch.float32)
+    xg = x.transpose(1, 2).unflatten(2, (groups, c // groups))  # (b, n, groups, c/g, h, w)
+    dims = (3, 4, 5)
+    count = torch.full(xg.shape[:3], xg[0, 0, 0].numel(), dtype=f32, device=x.device)
+    mean = xg.sum(dims, dtype=f32) / count
+    # M2 around the mean rounded to x's dtype (deviations: no cancellation), corrected for that rounding
+    m = mean.to(x.dtype)
+    m2 = torch.linalg.vector_norm(xg - m[..., None, None, None], 2, dims, dtype=f32).square() \
+        - count * (mean - m.to(f32)).square()
+    return torch.stack(combine_moments(count, mean, m2, dim=1))
+
+
+def normalize(x, scale, shift):
+    """x (b, c, n, h, w), frames-major -> x * scale + shift per (b, frame, channel) plane, computed in float32, in x's
+    dtype, as a contiguous (b, n, c, h, w): batch_norm in inference mode (mean 0, var 1, eps 0) over the planes,
+    one pass. native_batch_norm: F.batch_norm may pick cuDNN, not meant for 10^6 channels."""
+    b, c, n = x.shape[:3]
+    xt = x.transpose(1, 2).contiguous()  # (b, n, c, h, w): a view, as x is frames-major
+    planes = b * n * c
+
+    def per_plane(v):  # (b, c) -> (b * n * c,)
+        return v[:, None].expand(b, n, c).reshape(planes)
+
+    y = torch.native_batch_norm(xt.view(1, planes, -1), per_plane(scale), per_plane(shift),
+                                scale.new_zeros(planes), scale.new_ones(planes), False, 0.0, 0.0)[0]
+    return y.view(xt.shape)
+
+
+def normalize_tokens(x, scale, shift):  # -> (b, c, n, h, w) in token-major memory (b, h, w, n, c)
+    return normalize(x, scale, shift).permute(0, 3, 4, 1, 2).contiguous().permute(0, 4, 3, 1, 2)
+
+
+def normalize_silu(x, scale, shift):  # -> (b, n, c, h, w): SiLU of the normalized x
+    return F.silu(normalize(x, scale, shift), inplace=True)
+
+
+def add_residual(x, h, bias):  # x + h + bias (c,) per channel: a TemporalConvBlock's residual with conv4's bias
+    return x + (h + bias.to(h.dtype).view(-1, 1, 1, 1))
+
+
+def project_out(tt, y, x):  # y ((b h w), t, c) -> x + proj_out(y) as (b, c, t, h, w), in x's memory layout
+    b, c, t, h, w = x.shape
+    return x + tt.project(tt.proj_out, y).reshape(b, h, w, t, c).permute(0, 4, 3, 1, 2)
+
+
+# the arithmetic between two communication stages: eager, or compiled by accelerate(compile=True)
+EAGER = SimpleNamespace(group_moments=group_moments, normalize_tokens=normalize_tokens, normalize_silu=normalize_silu,
+                        add_residual=add_residual, attention=banded_attention, project_out=project_out)
+
+
+@functools.lru_cache(maxsize=None)
+def compiled(backend):
+    """EAGER's functions compiled with static shapes: one specialised kernel per layer shape (a few per UNet level),
+    no symbolic index arithmetic; they see few shapes in a run (one clip length, one dtype)."""
+    return SimpleNamespace(**{name: torch.compile(fn, backend=backend, dynamic=False) for name, fn in vars(EAGER).items()})
+
+
+def video_scale_shift(x, norm, ops, bias=None):
+    """clip_parallel.video_group_norm as a float32 (scale, shift) per (b, channel), x * scale + shift the GroupNorm
+    of x + bias (bias (c,): the previous conv's, not yet added to x, so folded into the shift)."""
+    c, g = x.shape[1], norm.num_groups
+    mean, var = video_moments(ops.group_moments(x, g, bias))  # stage 3
+    f32 = var.dtype
+    scale = torch.rsqrt(var + norm.eps).repeat_interleave(c // g, 1) * norm.weight.to(f32)  # (b, c)
+    shift = norm.bias.to(f32) - mean.repeat_interleave(c // g, 1) * scale
+    return scale, shift if bias is None else shift + bias.to(f32) * scale
+
+
+class FastGroupNorm(nn.Module):
+    """ClipGroupNorm, returning (b, c, n, h, w) in token-major memory (b, h, w, n, c), the layout the
+    TemporalTransformer reads next: its permute to ((b h w), n, c) tokens is a view (compiled, the normalisation
+    writes the tokens directly)."""
+
+    def __init__(self, norm, ops):
+        super().__init__()
+        self.norm, self.ops = norm, ops
+
+    def forward(self, x):  # x: (b, c, n, h, w), frames-major
+        return self.ops.normalize_tokens(x, *video_scale_shift(x, self.norm, self.ops))
+
+
+class FastTemporalConv(nn.Module):
+    """ClipTemporalConv as GEMMs, without its bias (returned, for whoever reads the output next: a bias added by the
+    GEMM would first fill the output with it and read it back).
+
+    In frames-major memory the input frames t-1, t, t+1 of output frame t are adjacent, so the conv of the inner
+    frames is one batched GEMM per batch element: W (c_out, 3 c) @ frames [t-1, t+1] as (3 c, h w), an overlapping
+    strided view (no copy), batched over t. Each end frame takes its in-clip taps the same way and adds the
+    neighbour's frame through the remaining tap (W_0 @ left, W_2 @ right): no padded copy of the clip, and all the
+    GEMMs but those two run while the neighbours' frames are in flight.
+    """
+
+    def __init__(self, norm, conv, ops):
+        super().__init__()
+        self.norm, self.conv, self.ops = norm, conv, ops
+
+    def forward(self, x, bias=None):  # x: (b, c, n, h, w), frames-major; bias (c,): the previous conv's, not yet added
+        y = self.ops.normalize_silu(x, *video_scale_shift(x, self.norm, self.ops, bias))  # (b, n, c, h, w)
+        halo = STATE.comm.halo(y, 1, dim=1)  # started: the GEMMs below, up to the neighbours' taps, overlap it
+        b, n, c, h, w = y.shape
+        frames = y.contiguous().view(b, n, c, h * w)
+        weight = self.conv.weight[..., 0, 0].transpose(1, 2).reshape(-1, 3 * c)  # (c_out, 3c): column k*c + i
+
+        def taps(first, last):  # (c_out, (last - first) c): the weights of taps [first, last)
+            return weight[:, first * c:last * c]
+
+        out = y.new_empty(b, n, len(weight), h * w)
+        for i in range(b if n > 2 else 0):  # inner frames 1 .. n-2: taps 0, 1, 2 on frames t-1, t, t+1
+            windows = frames[i].as_strided((n - 2, 3 * c, h * w), (c * h * w, h * w, 1))
+            torch.bmm(taps(0, 3).expand(n - 2, -1, -1), windows, out=out[i, 1:n - 1])
+        for t in sorted({0, n - 1}):  # the end frames, over the batch: taps k0..k1-1 see frames of the clip
+            k0, k1 = max(0, 1 - t), min(3, n + 1 - t)
+            torch.bmm(taps(k0, k1).expand(b, -1, -1), frames[:, t + k0 - 1:t + k1 - 1].flatten(1, 2), out=out[:, t])
+        left, right = halo()  # (b, 1, c, h, w) each, None at the video's ends
+        if left is not None:  # tap 0 of frame 0 is the left neighbour's last frame
+            out[:, 0].baddbmm_(taps(0, 1).expand(b, -1, -1), left.view(b, c, h * w))
+        if right is not None:  # tap 2 of frame n-1 is the right neighbour's first frame
+            out[:, n - 1].baddbmm_(taps(2, 3).expand(b, -1, -1), right.view(b, c, h * w))
+        return out.view(b, n, -1, h, w).transpose(1, 2), self.conv.bias
+
+
+class FastTemporalConvBlock(nn.Module):
+    """A TemporalConvBlock of ClipTemporalConvs as FastTemporalConvs: each conv's bias added by the next one's GroupNorm
+    (folded into its shift) and the last one's by the block's residual add, x + conv4(conv3(conv2(conv1(x))))."""
+
+    def __init__(self, block, ops):
+        super().__init__()
+        self.convs = nn.ModuleList(FastTemporalConv(c.norm, c.conv, ops) for c in (block.conv1, block.conv2,
+                                                                                      block.conv3, block.conv4))
+        self.ops = ops
+
+    def forward(self, x):  # x: (b, c, n, h, w), frames-major
+        h, bias = x, None
+        for conv in self.convs:
+            h, bias = conv(h, bias)
+        return self.ops.add_residual(x, h, bias)
+
+
+def temporal_transformer_forward(tt, ops, x):
+    """model.TemporalTransformer.forward, its output projection and residual one function (compiled, the sum is one
+    tiled kernel that writes x's frames-major layout, so the fold after it is a view)."""
+    b, c, t, h, w = x.shape
+    y = tt.project(tt.proj_in, tt.norm(x).permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c))
+    for block in tt.transformer_blocks:
+        y = block(y)
+    return ops.project_out(tt, y, x)
+
+
+# -----------------------------------------------------------------------------
+# applying it
+
+
+def compile_frame_layers(unet, backend):
+    """torch.compile the layers that see one frame (or token) at a time; returns the undo list. They hold no
+    communication, so they compile to whole graphs: Inductor fuses GroupNorm + SiLU, the embedding add, LayerNorms,
+    GEGLU's gelu * x and the residual adds (separate memory-bound kernels in eager mode), and every 2D conv reads and
+    writes channels-last memory."""
+    config = torch._dynamo.config
+    # one graph per (layer shape, dtype), not per module; the compiled attention has one per (shape, clip start), ~5
+    # per clip length and rank: past the limit dynamo would quietly run eagerly
+    config.cache_size_limit = max(config.cache_size_limit, 256)
+    config.accumulated_cache_size_limit = max(config.accumulated_cache_size_limit, 512)
+    # Inductor's heuristic left these graphs' convs NCHW (torch 2.11, H200): cuDNN's NHWC kernels then transposed
+    # every conv's input, weight and output; forced, the GroupNorm + SiLU before a conv writes channels-last instead
+    torch._inductor.config.force_layout_optimization = True
+    wrap = functools.partial(torch.compile, backend=backend)
+    undo = []
+    for m in unet.modules():
+        if isinstance(m, model.ResBlock):
+            undo.append(swap(m, "frame_layers", wrap(m.frame_layers)))
+        elif isinstance(m, (model.SpatialTransformer, model.Downsample, model.Upsample)):
+            undo.append(swap(m, "forward", wrap(m.forward)))
+        elif isinstance(m, model.TemporalTransformer):
+            for block in m.transformer_blocks:
+                undo.append(swap(block.ff, "net", wrap(block.ff.net)))
+                undo += [swap(norm, "forward", wrap(norm.forward)) for norm in (block.norm1, block.norm2, block.norm3)]
+    for layer in (unet.input_blocks[0][0], unet.out):  # the first conv, and the last GroupNorm, SiLU and conv
+        undo.append(swap(layer, "forward", wrap(layer.forward)))
+    return undo
+
+
+@contextmanager
+def accelerate(unet, compile=False, backend="inductor"):
+    """Swap the plain clip-parallel forms in `unet` (inside clip_parallel.parallel_temporal_layers) for the fast ones,
+    with compile=True compiled, the per-frame layers too; restore everything on exit."""
+    ops = compiled(backend) if compile else EAGER
+    undo = compile_frame_layers(unet, backend) if compile else []
+    for m in list(unet.modules()):
+        if isinstance(m, model.ResBlock) and isinstance(getattr(m.temopral_conv, "conv1", None), ClipTemporalConv):
+            undo.append(swap(m, "temopral_conv", FastTemporalConvBlock(m.temopral_conv, ops)))
+        elif isinstance(m, model.TemporalTransformer) and isinstance(m.norm, ClipGroupNorm):
+            undo.append(swap(m, "norm", FastGroupNorm(m.norm.norm, ops)))
+            if compile:
+                undo.append(swap(m, "forward", functools.partial(temporal_transformer_forward, m, ops)))
+        elif isinstance(m, ClipAttention):
+            undo.append(swap(m, "attention", ops.attention))
+    try:
+        yield unet
+    finally:
+        for u in reversed(undo):
+            u()
+
+
+class GraphedClipForward:
+    """clip_forward recorded once as a CUDA graph, then replayed: one launch for the whole forward instead of
+    thousands of small kernels, each launched from Python (at 24 frames per GPU the forward waits on the CPU).
+
+    For fixed shapes: one clip x (b, c, n, h, w), one context, the batch sharing one timestep (sampling, and CFG's
+    cond/uncond pair). Calls copy their inputs into the graph's buffers and return the graph's output buffer, which
+    the next call overwrites. The communication is recorded too, so it must be capturable: NCCL (torchrun; measured
+    with one rank; several ranks record the point-to-point halo exchanges, which no machine lent to us could test), or
+    one emulated rank (no communication); not emulated ranks, which are threads meeting at a host barrier. The traffic
+    counters count the recorded forward only.
+    """
+
+    def __init__(self, unet, comm, frames, x, timestep, context, fps, warmup=2):
+        if warmup < 1:  # the warm-up fills the mask and index caches: filled while recording, they would hold garbage
+            raise ValueError(f"warmup must be >= 1, got {warmup}")
+        if x.device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device, x is on {x.device}")
+        if isinstance(comm, EmulatedComm) and comm.world_size > 1:
+            raise ValueError("CUDA graphs cannot record emulated ranks (threads that wait on each other on the host)")
+        self.x, self.context = x.clone(), context.clone()
+        self.t = torch.full((len(x),), timestep, device=x.device)
+        # warm up off the default stream (as recording needs): compilation, cuDNN autotuning, cached masks and indices
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                clip_forward(unet, comm, frames, self.x, self.t, self.context, fps)
+        torch.cuda.current_stream().wait_stream(side)
+        enter_clip(comm, frames, self.x, self.t)  # host-side state and its one sync, outside the recording
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = unet(self.x, self.t, self.context, fps)
+
+    def __call__(self, x, timestep, context=None):
+        for name, given, recorded in (("x", x, self.x), ("context", context, self.context)):
+            if given is not None and given.shape != recorded.shape:  # copy_ would broadcast into a wrong result
+                raise ValueError(f"{name} has shape {tuple(given.shape)}, the graph was recorded for "
+                                 f"{tuple(recorded.shape)}")
+        self.x.copy_(x)
+        self.t.fill_(timestep)
+        if context is not None:
+            self.context.copy_(context)
+        self.graph.replay()
+        return self.out
