@@ -13,7 +13,6 @@ import functools
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -156,20 +155,3 @@ def clip_attention(q, k, v, start, left, frames, timesteps, scope):
     mask = mask[:, None].expand(len(mask), N // len(mask), nb, B, S).reshape(N * nb, 1, B, S)
     out = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask)  # (N*nb, s, B, d)
     return out.unflatten(0, (N, nb)).transpose(1, 2).reshape(N, s, nb * B, d)[:, :, :n]
-
-
-def plot_scope(frames, ranks, scope, path, px=6):
-    """PNG of K(i): row = query frame, column = key frame, px pixels per frame. White: not attended,
-    blue: local, orange: global, black lines: rank clip boundaries. Returns the (H, W, 3) uint8 image."""
-    import imageio.v3 as iio  # only the plot needs it
-
-    local, glob = (m.numpy() for m in key_sets(frames, scope))
-    img = np.full((frames, frames, 3), 255, dtype=np.uint8)
-    img[local] = (31, 119, 180)
-    img[glob] = (255, 127, 14)
-    img = img.repeat(px, 0).repeat(px, 1)
-    for start, _ in split_frames(frames, ranks)[1:]:
-        img[start * px, :] = 0
-        img[:, start * px] = 0
-    iio.imwrite(path, img)
-    return img
