@@ -12,9 +12,7 @@ Two computations of the same math: `reference_attention` (whole video, dense, th
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -103,19 +101,3 @@ def clip_attention(q, k, v, start, left, frames, timesteps, scope):
         logits = logits * token_scale(local.sum(-1) + (~near).sum(-1)).to(q.dtype)[:, None]
     return torch.softmax(logits + bias[:, None, None], dim=-1).flatten(0, 1) @ v
 
-
-def plot_scope(frames, ranks, scope, path, px=6):
-    """PNG of K(i): row = query frame, column = key frame, px pixels per frame. White: not attended,
-    blue: local, orange: global, black lines: rank clip boundaries. Returns the (H, W, 3) uint8 image."""
-    import imageio.v3 as iio  # only the plot needs it
-
-    local, glob = (m.numpy() for m in key_sets(frames, scope))
-    img = np.full((frames, frames, 3), 255, dtype=np.uint8)
-    img[local] = (31, 119, 180)
-    img[glob] = (255, 127, 14)
-    img = img.repeat(px, 0).repeat(px, 1)
-    for start, _ in split_frames(frames, ranks)[1:]:
-        img[start * px, :] = 0
-        img[:, start * px] = 0
-    iio.imwrite(path, img)
-    return img

@@ -22,7 +22,7 @@ import torch.nn as nn
 import fast
 import model
 from clip_parallel import STAGES, clip_forward, parallel_temporal_layers, run_ranks, swap
-from dual_scope import DualScope, plot_scope, reference_attention, split_frames
+from dual_scope import DualScope, key_sets, reference_attention, split_frames
 
 # A VC2-architecture UNet small enough for a laptop: every block kind, the real flags, narrow widths.
 TINY_UNET = dict(
@@ -125,6 +125,45 @@ def traffic_table(traffic):
     return "\n".join(rows)
 
 
+def plot_scope(frames, ranks, scope, path, px=8):
+    """SVG picture of K(i): row = query frame i, column = key frame j, px pixels per frame. Blue: local, orange:
+    global, white: not attended; black lines: the clip boundaries of `ranks` ranks. Returns the SVG text."""
+    local, glob = (m.tolist() for m in key_sets(frames, scope))
+    side, x0, y0 = frames * px, 60, 40  # the matrix and its top left corner
+    width, height = x0 + max(side + 190, 580), y0 + max(side, 80) + 46  # room for the legend and title
+
+    def rect(x, y, dx, dy, fill, stroke="none"):
+        return f'<rect x="{x}" y="{y}" width="{dx}" height="{dy}" fill="{fill}" stroke="{stroke}"/>'
+
+    def text(x, y, s, anchor="middle", extra=""):
+        return f'<text x="{x}" y="{y}" text-anchor="{anchor}"{extra}>{s}</text>'
+
+    el = [rect(0, 0, width, height, "white"),
+          text(x0, 20, f"dual-scope attention: T = {frames} frames, local window w = {scope.window(frames)}, "
+                       f"k = {len(scope.global_indices(frames))} global frames, {ranks} ranks", "start"),
+          rect(x0, y0, side, side, "white", "#999")]
+    el += [rect(x0 + j * px, y0 + i * px, px, px, "#1f77b4" if local[i][j] else "#ff7f0e")
+           for i in range(frames) for j in range(frames) if local[i][j] or glob[i][j]]
+    for start, _ in split_frames(frames, ranks)[1:]:  # where one rank's clip ends and the next one's begins
+        el += [rect(x0 + start * px, y0, 1, side, "black"), rect(x0, y0 + start * px, side, 1, "black")]
+    step = 1 << ((frames - 1) // 8).bit_length()  # a tick every 1, 2, 4, 8, ... frames: at most 8 ticks
+    for f in range(0, frames, step):
+        el += [text(x0 + (f + 0.5) * px, y0 + side + 14, f), text(x0 - 4, y0 + (f + 0.5) * px + 4, f, "end")]
+    el += [text(x0 + side / 2, y0 + side + 34, "key frame j"),
+           text(0, 0, "query frame i", extra=f' transform="translate({x0 - 30},{y0 + side / 2}) rotate(-90)"')]
+    legend = [("#1f77b4", "local: |i - j| &#8804; w"), ("#ff7f0e", "global, not local"),
+              ("white", "not attended"), ("black", "rank clip boundary")]
+    for n, (fill, label) in enumerate(legend):
+        x, y = x0 + side + 16, y0 + 20 * n
+        el += [rect(x, y + 5, 12, 2, fill) if fill == "black" else rect(x, y, 12, 12, fill, "#999"),
+               text(x + 18, y + 11, label, "start")]
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           'font-family="sans-serif" font-size="12">\n' + "\n".join(el) + "\n</svg>\n")
+    with open(path, "w") as f:
+        f.write(svg)
+    return svg
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=48, help="video length T in latent frames (default 48)")
@@ -149,7 +188,8 @@ def parse_args(argv=None):
                    help="torch.compile the fast forms (fast.accelerate) before their clip-parallel forward, to "
                         "check the compiled path; torchrun only. BACKEND: inductor (default, for GPUs) or eager "
                         "(dynamo's capture without code generation: seconds on a CPU)")
-    p.add_argument("--plot", metavar="PATH", help="also write a PNG of the key frames each query frame attends to")
+    p.add_argument("--plot", metavar="PATH", help="also write an SVG picture of the key frames each query frame "
+                   "attends to (local, global, the rank clips)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)
     if args.tolerance is None:

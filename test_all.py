@@ -23,7 +23,7 @@ import fast
 import model
 import sample
 import simulate
-from dual_scope import DualScope, clip_attention, plot_scope, reference_attention, split_frames
+from dual_scope import DualScope, clip_attention, reference_attention, split_frames
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIX = os.path.join(HERE, "fixtures")
@@ -463,11 +463,11 @@ def test_simulate_cli_emulated(tmp_path):
     out = tmp_path / "sim.json"
     code = simulate.main(["--frames", "11", "--ranks", "3", "--height", "8", "--width", "8", "--local-window", "2",
                           "--global-frames", "3", "--dtype", "float64", "--json", str(out),
-                          "--plot", str(tmp_path / "scope.png")])
+                          "--plot", str(tmp_path / "scope.svg")])
     res = json.loads(out.read_text())
     assert code == 0 and res["ok"] and [r["ranks"] for r in res["results"]] == [1, 2, 3]
     assert all(r["plain"] <= 1e-10 and r["fast"] <= 1e-10 for r in res["results"])
-    assert iio.imread(tmp_path / "scope.png").shape[:2] == (66, 66)
+    assert "T = 11 frames" in (tmp_path / "scope.svg").read_text()
 
 
 @pytest.mark.parametrize("ranks", [2, 3])
@@ -678,18 +678,29 @@ def test_banded_attention_cost_is_linear():
 
 
 def test_plot_scope(tmp_path):
+    import xml.etree.ElementTree as ET
     T, px = 20, 6
     scope = DualScope(local_window=2, global_frames=4)  # G = [2, 7, 12, 17]
-    path = tmp_path / "scope.png"
-    plot_scope(T, 3, scope, path, px=px)  # clips [0, 7), [7, 14), [14, 20)
-    img = iio.imread(path)
-    assert img.shape == (T * px, T * px, 3)
-    cell = lambda i, j: tuple(img[i * px + px // 2, j * px + px // 2])  # noqa: E731
+    path = tmp_path / "scope.svg"
+    simulate.plot_scope(T, 3, scope, path, px=px)  # clips [0, 7), [7, 14), [14, 20)
+    root = ET.parse(path).getroot()
+    rects = [{k: r.get(k) for k in ("x", "y", "width", "height", "fill")} for r in root.findall(".//{*}rect")]
+    x0, y0 = next((float(r["x"]), float(r["y"])) for r in rects if r["width"] == r["height"] == str(T * px))
+    cells = {(float(r["y"]), float(r["x"])): r["fill"] for r in rects if r["width"] == r["height"] == str(px)}
+    cell = lambda i, j: cells.get((y0 + i * px, x0 + j * px), "white")  # noqa: E731
     local, glob, excluded = cell(10, 11), cell(0, 17), cell(0, 10)
     assert cell(10, 12) == local  # global frame 12 inside the window of 10: drawn as local
-    assert len({local, glob, excluded}) == 3 and excluded == (255, 255, 255)
+    assert len({local, glob, excluded}) == 3 and excluded == "white"
     assert cell(5, 2) == glob and cell(19, 7) == glob and cell(19, 8) == excluded
-    assert tuple(img[7 * px, 3]) == (0, 0, 0) and tuple(img[3, 14 * px]) == (0, 0, 0)  # clip boundaries
+    band = (np.abs(np.subtract.outer(range(T), range(T))) <= 2).sum()
+    assert len(cells) == band + 4 * (T - 5)  # a global column: T rows but the 2w + 1 where it is local
+    long = [r for r in rects if r["fill"] == "black" and str(T * px) in (r["width"], r["height"])]
+    lines = {(float(r["x"]), float(r["y"])) for r in long}
+    assert lines == {(x0 + 7 * px, y0), (x0 + 14 * px, y0), (x0, y0 + 7 * px), (x0, y0 + 14 * px)}  # clip boundaries
+    texts = [t.text for t in root.findall(".//{*}text")]
+    assert all(s in texts[0] for s in ("T = 20 frames", "w = 2", "k = 4 global frames", "3 ranks"))  # the title
+    assert {"query frame i", "key frame j", "not attended", "rank clip boundary"} <= set(texts)
+    assert texts.count("0") == 2 and texts.count("16") == 2  # tick numbers on both axes
 
 
 # -----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run 10 (one H200): A/B of ClipTransformerBlock + attend (residual add + LayerNorm fused; the attention's
 # projections and layout copies compiled with it) against run 9's code (commit 157104a, bench_out/a, carried).
-# Usage from the device tool: bash docs/bench/next/run10.sh
+# Usage from the device tool: bash docs/bench/2026-11-23-h200-run10/run10.sh
 set -x
 exec > >(tee $OUT/run.log) 2>&1
 python3 -m pytest -q test_all.py -k graphed 2>&1 | tail -2

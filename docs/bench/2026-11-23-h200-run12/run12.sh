@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Device run 12 (one H200), two calls back to back: `bash docs/bench/next/run12.sh a`, then `... b`.
-# Candidates for the n >= 128 forward, each against the code as committed, at n = 128 (BENCH.md *What remains*):
+# Device run 12 (one H200), two calls back to back: `bash docs/bench/2026-11-23-h200-run12/run12.sh a`, then `... b`.
+# Candidates for the n >= 128 forward, each against the code as committed, at n = 128 (docs/BENCH.md *What remains*):
 #   sdpa      probe_sdpa.py: each SDPA backend at the UNet's attention shapes (run 9: 59 ms, ~220 TFLOP/s)
 #   base      the code as committed
 #   b32       query blocks of 32 frames (dual_scope.block_size), now that the band copies are compiled: 64 keys

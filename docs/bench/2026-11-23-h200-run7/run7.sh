@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The next device call, ready (one H200, ~10 min): what run 6 left unmeasured, and the probe for the next step
 # (band construction three ways; clip_attention vs compiled FlexAttention, blocks of 128 and 64).
-# Usage from the device tool: bash docs/bench/next/run7.sh   (outputs under $OUT)
+# Usage from the device tool: bash docs/bench/2026-11-23-h200-run7/run7.sh   (outputs under $OUT)
 set -x
 exec > >(tee $OUT/run.log) 2>&1
 nvidia-smi --query-gpu=name,memory.total --format=csv

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run 8 (one H200, ~8 min): CUDA graphs (bench.py --cuda-graph, clip_parallel.GraphedClipForward).
-# Usage from the device tool: bash docs/bench/next/run8.sh   (outputs under $OUT)
+# Usage from the device tool: bash docs/bench/2026-11-23-h200-run8/run8.sh   (outputs under $OUT)
 set -x
 exec > >(tee $OUT/run.log) 2>&1
 python3 -m pytest -q test_all.py -k graphed 2>&1 | tail -3

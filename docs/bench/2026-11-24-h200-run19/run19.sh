@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Device call for the branch temporal-conv-bias (one H200, ~9 min): ClipTemporalConv's GEMMs without the bias fill
-# (each conv's bias added where its output is read next). Prediction (BENCH.md run 14): -15 ms at n = 128.
+# (each conv's bias added where its output is read next). Prediction (docs/BENCH.md run 14): -15 ms at n = 128.
 # Before the call, here, on the branch:  rm -rf bench_out/base && mkdir -p bench_out/base/docs/bench/next &&
 #   git archive main | tar -x -C bench_out/base && rm -rf bench_out/base/fixtures &&
 #   cp docs/bench/next/trace128.py bench_out/base/docs/bench/next/

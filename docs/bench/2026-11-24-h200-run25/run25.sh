@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Run 25 (nvidia-h200, one GPU): two settings that change no code, A/B'd with trace128.py at n = 128 in one call each.
-#   bash docs/bench/next/run25.sh a   # as committed, then torch.backends.cudnn.benchmark_limit = 0 (cuDNN times every
-#                                     # algorithm for each conv shape, not only the 10 its heuristics rank first)
-#   bash docs/bench/next/run25.sh b   # as committed, then TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 (Inductor tunes
-#                                     # the block sizes of its fused kernels: 145 ms of the 540 at n = 128, run 23)
+# (D = docs/bench/2026-11-24-h200-run25, from the repository root)
+#   bash $D/run25.sh a  # as committed, then torch.backends.cudnn.benchmark_limit = 0 (cuDNN times every
+#                       # algorithm for each conv shape, not only the 10 its heuristics rank first)
+#   bash $D/run25.sh b  # as committed, then TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 (Inductor tunes
+#                       # the block sizes of its fused kernels: 145 ms of the 540 at n = 128, run 23)
 set -x -o pipefail
 exec > >(tee -a $OUT/run25_$1.log) 2>&1
 f() { grep -v "^W1" | grep -E '^== |^   [a-z]|^   +[0-9.]+ ms' | head -24; }

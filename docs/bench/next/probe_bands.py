@@ -1,4 +1,4 @@
-"""Probe for the next speed step (BENCH.md run 6, "What remains"): ClipAttention's key bands and query blocks.
+"""Probe for the next speed step (docs/BENCH.md run 6, "What remains"): ClipAttention's key bands and query blocks.
 
 Times, at the UNet's temporal-attention shapes for n frames per GPU on one rank (both video ends padded), the
 band construction of dual_scope.clip_attention three ways, plus the whole attention call:
