@@ -32,7 +32,7 @@ from simulate import TINY_UNET, check_latent_size, randomize
 
 # Relative L2 error allowed against the float32 (float64) reference. With random weights the UNet amplifies rounding:
 # fp16 (11-bit mantissa) measures 2.6e-3, bf16 (8-bit) 8x that, 2.1e-2, on an H200 and on the CPU alike, before and
-# after the speed work (BENCH.md): bf16's bound is its precision, not a looser check of the code.
+# after the speed work (docs/BENCH.md): bf16's bound is its precision, not a looser check of the code.
 TOLERANCE = {"float16": 1e-2, "bfloat16": 3e-2, "float32": 1e-5}
 
 

@@ -268,13 +268,13 @@ def parse_args(argv=None):
     a("--checkpoint", metavar="PATH", help="local VC2 model.ckpt or .safetensors (default: download "
       "VideoCrafter/VideoCrafter2 model.ckpt from the Hugging Face Hub). A .ckpt is converted once to "
       "model.fp16.safetensors beside it (2.8 GB), where the folder is writable")
-    a("--model-config", metavar="PATH", help="JSON model config (default: VideoCrafter2's sizes; see README)")
+    a("--model-config", metavar="PATH", help="JSON model config (default: VideoCrafter2's sizes; see docs/usage.md)")
     a("--random-weights", action="store_true", help="skip loading: random weights, for benchmarks (makes noise; "
       "not with --checkpoint)")
     a("--emulate", type=int, metavar="N", help="run N emulated ranks in this process (CPU debugging, tests)")
     a("--compile", action="store_true", help="torch.compile the UNet's per-frame layers and the clip-parallel "
       "arithmetic between communication stages: faster UNet forwards on a GPU after a one-off compile at the first "
-      "step (see README, Speed; not with --emulate or --plain)")
+      "step (see docs/BENCH.md; not with --emulate or --plain)")
     a("--plain", action="store_true", help="run the plain clip-parallel layers of clip_parallel.py, not their fast "
       "forms of fast.py (the same numbers up to rounding; on GPUs the fast forms are the default, on CPU the plain)")
     a("--decode-batch", type=int, default=8, help="frames per VAE decode call, bounds decode memory (default 8)")
@@ -309,7 +309,7 @@ def read_prompts(args):
 
 
 def read_model_config(path):
-    """--model-config: JSON with the unet, vae and text sections of model.VC2_CONFIG (see README)."""
+    """--model-config: JSON with the unet, vae and text sections of model.VC2_CONFIG (see docs/usage.md)."""
     try:
         with open(path, encoding="utf-8") as f:
             config = json.load(f)

@@ -136,7 +136,7 @@ def test_unet_fps_int_equals_tensor(tiny_unet):
 @pytest.mark.parametrize("frame_layout", [(0, 2, 1, 3, 4), (0, 2, 3, 4, 1)])  # per frame: (c, h, w), (h, w, c)
 def test_temporal_transformer_keeps_the_frames_layout(frame_layout):
     """Its output has its input's memory layout, so the fold back to frames after it is a view, not a copy of the
-    activations (BENCH.md run 23: 13.8 ms at 128 frames per GPU): the two layouts the UNet gives it, frames-major
+    activations (13.8 ms at 128 frames per GPU on an H200): the two layouts the UNet gives it, frames-major
     with each frame channels-first (eager) or channels-last (compiled convs)."""
     torch.manual_seed(0)
     tt = model.TemporalTransformer(64, 2, 32).eval()
@@ -514,7 +514,7 @@ def test_graphed_clip_forward_refuses_what_it_cannot_record():
             GraphedClipForward(None, EmulatedComm(EmulatedGroup(2), 0), 8, x.cuda(), 900, None, 24)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on the device: BENCH.md)")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (run on one: docs/BENCH.md)")
 def test_graphed_clip_forward_replays_equal_forwards(monkeypatch):
     """The recorded forward, replayed on new inputs and timesteps (either side of the bias switch), gives what the
     plain forward gives on them: the same kernels, so equal to rounding."""
@@ -1020,7 +1020,7 @@ def test_multi_prompt_segments(fake_checkpoint, ranks, monkeypatch):
 
 
 # -----------------------------------------------------------------------------
-# bad input and failures (issue: clear errors, no hangs, nothing half-written)
+# bad input and failures: clear errors, no hangs, nothing half-written
 #
 # Each row: what is wrong, the sample.py arguments, the message expected. `python test_all.py` prints the
 # README's table from these rows by running them, so the README shows the real messages.
