@@ -13,12 +13,13 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 import bench  # noqa: E402
 import model  # noqa: E402
-from clip_parallel import EmulatedComm, EmulatedGroup, clip_forward, compile_layers, parallel_temporal_layers  # noqa: E402
+import fast  # noqa: E402
+from clip_parallel import EmulatedComm, EmulatedGroup, clip_forward, parallel_temporal_layers  # noqa: E402
 from dual_scope import DualScope  # noqa: E402
 from simulate import randomize  # noqa: E402
 
 OPS = ("aten::copy_", "aten::cat", "aten::add", "aten::index_select", "aten::fill_", "aten::mul")  # leaves
-FILES = ("clip_parallel.py", "model.py", "dual_scope.py")
+FILES = ("clip_parallel.py", "fast.py", "model.py", "dual_scope.py")
 
 
 def main(n):
@@ -30,8 +31,7 @@ def main(n):
     device, comm = torch.device("cuda"), EmulatedComm(EmulatedGroup(1), 0)
     with torch.device(device):
         unet = randomize(model.UNet(**config).eval(), args.seed)
-    compile_layers(unet)
-    with parallel_temporal_layers(unet, DualScope()):
+    with parallel_temporal_layers(unet, DualScope()), fast.accelerate(unet, compile=True):
         unet.to(torch.bfloat16)
         x, t, ctx = bench.inputs(args, n, comm, device, args.seed + 2)
         for _ in range(3):

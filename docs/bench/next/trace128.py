@@ -21,8 +21,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 import bench  # noqa: E402
 import model  # noqa: E402
-from clip_parallel import (EmulatedComm, EmulatedGroup, GraphedClipForward, clip_forward, compile_layers,  # noqa: E402
-                           parallel_temporal_layers)
+import fast  # noqa: E402
+from clip_parallel import EmulatedComm, EmulatedGroup, clip_forward, parallel_temporal_layers  # noqa: E402
 from dual_scope import DualScope  # noqa: E402
 from simulate import randomize  # noqa: E402
 
@@ -83,16 +83,15 @@ def main(out, n, whole_temporal=False):
     timer = bench.Timer(device)
     with torch.device(device):
         unet = randomize(model.UNet(**config).eval(), args.seed)
-    compile_layers(unet)
-    if whole_temporal:
-        for m in unet.modules():
-            if isinstance(m, model.TemporalTransformer):
-                m.forward = torch.compile(m.forward, dynamic=False)
     results = []
-    with parallel_temporal_layers(unet, DualScope()):
+    with parallel_temporal_layers(unet, DualScope()), fast.accelerate(unet, compile=True):
+        if whole_temporal:
+            for m in unet.modules():
+                if isinstance(m, model.TemporalTransformer):
+                    m.forward = torch.compile(m.forward, dynamic=False)
         unet.to(torch.bfloat16)
         x, t, ctx = bench.inputs(args, n, comm, device, args.seed + 2)
-        graph = GraphedClipForward(unet, comm, n, x, args.timestep, ctx, args.fps)
+        graph = fast.GraphedClipForward(unet, comm, n, x, args.timestep, ctx, args.fps)
         runs = {"graph": lambda: graph(x, args.timestep),
                 "plain": lambda: clip_forward(unet, comm, n, x, t, ctx, args.fps)}
         for label, run in runs.items():
