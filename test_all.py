@@ -945,7 +945,7 @@ ERROR_CASES = [
     ("--model-config missing", ["--model-config", "{tmp}/nope.json"], "--model-config: cannot read"),
     ("--model-config not JSON", ["--model-config", "{tmp}/empty.txt"], "is not JSON"),
     ("--model-config without a section", ["--model-config", "{tmp}/novae.json"], "has no vae section"),
-    ("--model-config with a wrong key", ["--model-config", "{tmp}/badkey.json"], "section unet: UNet: unknown config"),
+    ("--model-config with a wrong key", ["--model-config", "{tmp}/badkey.json"], "unknown key unet.flux"),
     ("--random-weights with --checkpoint", ["--random-weights"], "--random-weights does not combine with --checkpoint"),
     ("more prompts than frames", ["--frames", "2", "--prompt", "b", "--prompt", "c"], "3 prompts for 2 frames"),
     ("--out in a folder that cannot be created", ["--out", "{tmp}/junk.ckpt/video.mp4"], "cannot create folder"),
