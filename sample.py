@@ -345,6 +345,7 @@ def check_args(args):
         if not ok:
             raise UserError(message)
     need(not (args.random_weights and args.checkpoint), "--random-weights does not combine with --checkpoint")
+    need(not args.checkpoint or os.path.isfile(args.checkpoint), f"checkpoint {args.checkpoint!r} does not exist")
     args.config = read_model_config(args.model_config) if args.model_config else None  # read and checked once
     config = args.config or model.VC2_CONFIG
     # the latent is 1/8 of the frame, and the UNet halves it once per level but the last

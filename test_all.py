@@ -915,8 +915,31 @@ def test_multi_prompt_segments(fake_checkpoint, ranks, monkeypatch):
 # -----------------------------------------------------------------------------
 # bad input and failures (issue: clear errors, no hangs, nothing half-written)
 #
-# Each row: what is wrong, the sample.py arguments, the message expected. `python test_all.py` prints the
-# README's table from these rows by running them, so the README shows the real messages.
+# Each row: what is wrong, the sample.py arguments, the message expected. `python test_all.py` writes the tables of
+# docs/errors.md from these rows (and simulate.py's and bench.py's below) by running them, so the docs show the real
+# messages; a test keeps them current.
+
+# --model-config fields: (what, the field as a path into tiny_config(), the value put there, the message expected)
+CONFIG_CASES = [
+    ("a string where an int belongs", ("unet", "model_channels"), "32", "unet.model_channels must be an int >= 1"),
+    ("a float where an int belongs", ("unet", "num_res_blocks"), 2.5, "unet.num_res_blocks must be an int >= 1"),
+    ("a negative size", ("text", "layers"), -1, "text.layers must be an int >= 1"),
+    ("true where an int belongs", ("vae", "embed_dim"), True, "vae.embed_dim must be an int >= 1"),
+    ("an int where a list belongs", ("unet", "channel_mult"), 2, "unet.channel_mult must be a non-empty list"),
+    ("attention at a level that does not exist", ("unet", "attention_resolutions"), [16],
+     "unet.attention_resolutions must be a list of levels' downsampling factors"),
+    ("a UNet width that GroupNorm cannot split", ("unet", "model_channels"), 48, "unet.model_channels must be a "
+     "multiple of 32"),
+    ("UNet context_dim != text encoder width", ("unet", "context_dim"), 64, "unet.context_dim must be text.width"),
+    ("UNet channels != VAE latent channels", ("vae", "embed_dim"), 8, "must be vae.embed_dim"),
+    ("text heads that do not divide the width", ("text", "heads"), 5, "text.width must be a multiple of text.heads"),
+    ("a text length other than the tokenizer's", ("text", "context_length"), 64, "text.context_length must be 77"),
+    ("a VAE that is not 8x", ("vae", "ddconfig", "ch_mult"), [1, 2], "vae.ddconfig.ch_mult must be 4 levels long"),
+    ("scale_factor not a number", ("scale_factor",), "0.18", "scale_factor must be a positive finite number"),
+    ("scale_factor 0", ("scale_factor",), 0, "scale_factor must be a positive finite number"),
+    ("a misspelt key", ("scale_facter",), 0.18, "unknown key scale_facter"),
+    ("a VC2 flag VC2 does not use", ("unet", "use_linear"), False, "use_linear=False is not supported"),
+]
 
 ERROR_CASES = [
     ("checkpoint: missing path", ["--checkpoint", "{tmp}/nope.ckpt"], "does not exist"),
@@ -951,7 +974,27 @@ ERROR_CASES = [
     ("--out in a folder that cannot be created", ["--out", "{tmp}/junk.ckpt/video.mp4"], "cannot create folder"),
     ("--out in a folder that is not writable", ["--out", "/proc/video.mp4"], "is not writable"),
     ("--out exists", ["--out", "{tmp}/exists.mp4"], "exists; pass --overwrite"),
-]
+    ("--out's JSON sidecar exists", ["--out", "{tmp}/side.mp4"], "side.json' exists; pass --overwrite"),
+    ("--out's latents file exists (--save-latents)", ["--out", "{tmp}/lat.mp4", "--save-latents"],
+     "lat.latents.safetensors' exists; pass --overwrite"),
+    ("--out names a folder", ["--out", "{tmp}/folder.mp4"], "is a folder; expected the path of the mp4"),
+    ("--out not an mp4", ["--out", "{tmp}/video.avi"], "--out must end in .mp4"),
+    ("empty --prompt (the unconditional prompt)", ["--prompt", None, "--prompt", " "], "is empty: the empty prompt"),
+    ("--prompt and --prompts", ["--prompts", "{tmp}/empty.txt"], "give --prompt or --prompts, not both"),
+    ("--prompts file missing", ["--prompt", None, "--prompts", "{tmp}/nope.txt"], "--prompts: cannot read"),
+    ("--switch-timestep outside 0..1000", ["--switch-timestep", "1001"], "--switch-timestep must be in 0..1000"),
+    ("negative --bias", ["--bias", "-1"], "--bias must be >= 0"),
+    ("--eta nan", ["--eta", "nan"], "--eta must be a finite number"),
+    ("negative --seed", ["--seed", "-1"], "--seed must be in 0..2**63-1"),
+    ("--fps 0", ["--fps", "0"], "--fps and --save-fps must be >= 1"),
+    ("--decode-batch 0", ["--decode-batch", "0"], "--decode-batch must be >= 1"),
+    ("--emulate 0", ["--emulate", "0"], "--emulate must be >= 1"),
+    ("--compile with --emulate", ["--compile", "--emulate", "2"], "--compile does not combine with --emulate"),
+    ("--frames that cannot fit in memory", ["--frames", "100000000"], "needs about"),
+    ("--steps not a number", ["--steps", "ten"], "argument --steps: invalid int value"),
+    ("--dtype unknown", ["--dtype", "fp8"], "argument --dtype: invalid choice"),
+] + [(f"--model-config: {what}", ["--model-config", f"{{tmp}}/config_{i}.json"], message)
+     for i, (what, _, _, message) in enumerate(CONFIG_CASES)]
 
 
 def error_inputs(folder, checkpoint):
@@ -975,11 +1018,20 @@ def error_inputs(folder, checkpoint):
     open(os.path.join(folder, "empty.txt"), "w").close()
     with open(os.path.join(folder, "latin1.txt"), "wb") as f:
         f.write("caf\xe9 au lait".encode("latin-1"))
-    for name, config in (("novae.json", dict(unet={}, text={})),
-                         ("badkey.json", dict(unet=dict(flux=1), vae={}, text={}))):
+    configs = [("novae.json", dict(unet={}, text={})), ("badkey.json", dict(unet=dict(flux=1), vae={}, text={}))]
+    for i, (_, field, value, _) in enumerate(CONFIG_CASES):  # the tiny config with one field wrong
+        config = tiny_config()
+        part = config
+        for key in field[:-1]:
+            part = part[key]
+        part[field[-1]] = value
+        configs.append((f"config_{i}.json", config))
+    for name, config in configs:
         with open(os.path.join(folder, name), "w") as f:
             json.dump(config, f)
-    open(os.path.join(folder, "exists.mp4"), "w").close()
+    for name in ("exists.mp4", "side.json", "lat.latents.safetensors"):
+        open(os.path.join(folder, name), "w").close()
+    os.mkdir(os.path.join(folder, "folder.mp4"))
 
 
 def run_error_case(argv, folder, checkpoint, config, capsys):
@@ -993,7 +1045,8 @@ def run_error_case(argv, folder, checkpoint, config, capsys):
 
 
 def files_under(folder):
-    return sorted(os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs)
+    """Every file and folder under folder: an empty folder left behind counts too."""
+    return sorted(os.path.join(d, f) for d, ds, fs in os.walk(folder) for f in fs + ds)
 
 
 @pytest.mark.parametrize("what,argv,message", ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
@@ -1018,12 +1071,87 @@ def test_no_network_and_nothing_cached(tmp_path):
     assert "pass --checkpoint PATH" in proc.stderr and not os.path.exists(tmp_path / "v.mp4")
 
 
+def test_no_network_fails_in_seconds(tmp_path):
+    """Not offline, nothing cached, the Hub unreachable (a closed local port stands for no network): one request, no
+    retries (huggingface_hub alone retries for ~25 s), one line saying where the weights come from."""
+    import time
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")
+    script = ("import sys, time, model\n"
+              "t = time.time()\n"
+              "try:\n"
+              "    model.download_vc2()\n"
+              "except model.CheckpointError as e:\n"
+              "    print(f'{time.time() - t:.1f}', e)\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=HERE, env=env, capture_output=True, text=True,
+                          timeout=120)
+    seconds, message = proc.stdout.strip().split(" ", 1)
+    assert float(seconds) < 10 and proc.stderr == "", proc.stderr
+    assert message.startswith("could not download VideoCrafter/VideoCrafter2/model.ckpt and it is not cached")
+    for part in ("cannot reach http://127.0.0.1:9", "download model.ckpt (5.5 GB) of the Hugging Face repo "
+                 "VideoCrafter/VideoCrafter2", "pass --checkpoint PATH", "HF_HUB_OFFLINE=1"):
+        assert part in message, message
+
+
 def test_missing_mp4_writer_is_found_before_any_compute(fake_checkpoint, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # as if imageio-ffmpeg were not installed
     monkeypatch.setattr(sample, "load_parts", lambda *a: pytest.fail("loaded the model before checking the writer"))
     code, err = run_error_case([], tmp_path, *fake_checkpoint, capsys)
     assert code == 2 and "writing mp4 needs ffmpeg: pip install imageio-ffmpeg" in err and "Traceback" not in err
     assert files_under(tmp_path) == []
+
+
+def test_outputs_are_made_as_open_makes_files(fake_checkpoint, tmp_path):
+    """A plain run (no --emulate): the folder made at the end, mp4, sidecar and latents all with the mode open() gives
+    (safetensors alone makes 0600), the sidecar says it was not emulated; and a failure after the checks leaves no
+    folder behind."""
+    out = tmp_path / "new" / "v.mp4"
+    assert sample.main(sample_args(fake_checkpoint, out, "--frames", "2", "--steps", "1")) == 0
+    mode = 0o666 & ~sample.UMASK
+    assert {f: os.stat(tmp_path / "new" / f).st_mode & 0o777 for f in os.listdir(tmp_path / "new")} == \
+        {"v.mp4": mode, "v.json": mode, "v.latents.safetensors": mode}
+    side = json.loads((tmp_path / "new" / "v.json").read_text())
+    assert side["emulated"] is False and side["world_size"] == 1
+    failing = tmp_path / "never" / "v.mp4"
+    args = sample_args(fake_checkpoint, failing, "--frames", "2", "--steps", "1")
+    args[args.index("--checkpoint") + 1] = str(tmp_path / "new" / "v.latents.safetensors")  # no model in it
+    assert sample.main(args) == 2 and not (tmp_path / "never").exists()
+
+
+def test_memory_estimate_on_a_gpu(monkeypatch):
+    """Refused before anything is built, saying how many frames per GPU fit and how many GPUs the video needs. The
+    estimate (full-size VC2, bf16, 320x512) agrees with the measured peaks it is made from: 11.1 GiB at 128 frames
+    per GPU, 22.0 at 288 (weights: 3.4 GiB)."""
+    weights, acts, flops = sample.estimate_run(model.VC2_CONFIG, 128, 320, 512, 2)
+    assert abs(weights / 2 ** 30 - 3.4) < 0.1 and abs((weights + acts) / 2 ** 30 - 11.1) < 1.1
+    assert abs((weights + sample.estimate_run(model.VC2_CONFIG, 288, 320, 512, 2)[1]) / 2 ** 30 - 22.0) < 1.1
+    assert flops == pytest.approx(128 * 1.6e12)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(sample, "device_memory", lambda device: (80 * 2 ** 30, "an 80 GiB GPU"))
+    with pytest.raises(sample.UserError) as e:
+        sample.parse_args(["--prompt", "a", "--frames", "2300", "--out", "/tmp/never/v.mp4"])
+    message = str(e.value)
+    fit = int(message.split(": ")[-1].split(" frames per GPU fit")[0])
+    assert 900 <= fit <= 1200 and f"need about {-(-2300 // fit)} GPUs" in message, message
+    assert "more than the 80.0 GiB of an 80 GiB GPU" in message
+    monkeypatch.setenv("WORLD_SIZE", "8")  # 288 frames per GPU fit
+    assert sample.parse_args(["--prompt", "a", "--frames", "2300", "--out", "/tmp/never/v.mp4"]).frames == 2300
+
+
+def test_long_cpu_run_is_warned(monkeypatch, caplog):
+    """The default 320x512 on a CPU: a warning with roughly how long, from the config's FLOPs and the measured
+    matmul speed (faked here: 100 GFLOP/s), before anything is built."""
+    monkeypatch.setattr(sample, "cpu_flops", lambda: 100e9)
+    monkeypatch.setattr(sample, "device_memory", lambda device: (2 ** 40, "this machine's RAM"))
+    with caplog.at_level("WARNING"):
+        sample.parse_args(["--prompt", "a", "--out", "/tmp/never/v.mp4"])
+    hours = len(sample.make_schedule(50, 1.0).timesteps) * 64 * 1.6e12 / 100e9 / 3600  # 64 frames at 320x512
+    assert f"will take roughly {hours:.1f} hours" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        sample.parse_args(["--prompt", "a", "--out", "/tmp/never/v.mp4", "--frames", "2", "--height", "64",
+                           "--width", "64", "--steps", "2"])
+    assert "will take" not in caplog.text
 
 
 def test_long_prompt_is_truncated_with_a_warning(fake_checkpoint, tmp_path, caplog):
@@ -1133,9 +1261,31 @@ def test_ctrl_c_stops_every_rank_and_leaves_no_files(fake_checkpoint, tmp_path):
     assert not files_under(out)
 
 
-def test_readme_error_table_is_current():
-    readme = open(os.path.join(HERE, "README.md")).read()
-    assert error_table() in readme
+def test_ctrl_c_in_one_process_exits_130_with_one_line(tmp_path):
+    """SIGINT to a single-process run mid-denoising (once its progress bar shows a step done): exit 130, one line,
+    no files. It used to abort the interpreter (SIGABRT, exit 134): a rank thread still computing at exit."""
+    import signal
+    import time
+    _, config = make_fake_checkpoint(str(tmp_path))
+    out, log_path = tmp_path / "out", tmp_path / "stderr.txt"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "sample.py", "--prompt", "x", "--random-weights", "--model-config",
+                                 config, "--frames", "8", "--height", "64", "--width", "64", "--steps", "500",
+                                 "--out", str(out / "v.mp4")], cwd=HERE, stdout=log, stderr=log, text=True)
+        deadline = time.time() + 90
+        while time.time() < deadline and "| 1/" not in log_path.read_text():  # a denoising step is done
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    err = log_path.read_text()
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("sample.py")]
+    assert proc.returncode == 130 and lines == ["sample.py: interrupted; no output written"], err[-2000:]
+    assert "Traceback" not in err and "terminate called" not in err and not out.exists()
+
+
+def test_error_table_is_current():
+    with open(os.path.join(HERE, "docs", "errors.md")) as f:
+        assert error_table() in f.read()
 
 
 def error_table():
