@@ -37,7 +37,8 @@ TOLERANCE = {"float16": 1e-2, "bfloat16": 3e-2, "float32": 1e-5}
 
 
 def parse_args(argv=None):
-    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    p = Parser(prog="bench.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+               allow_abbrev=False)
     p.add_argument("--frames-per-gpu", type=int, nargs="+", help="clip lengths n to time (default 24 128 288; "
                    "--tiny: 4 8)")
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], help="default bfloat16 (--tiny: float32)")

@@ -344,17 +344,6 @@ def check_args(args):
     def need(ok, message):
         if not ok:
             raise UserError(message)
-    need(not (args.random_weights and args.checkpoint), "--random-weights does not combine with --checkpoint")
-    need(not args.checkpoint or os.path.isfile(args.checkpoint), f"checkpoint {args.checkpoint!r} does not exist")
-    args.config = read_model_config(args.model_config) if args.model_config else None  # read and checked once
-    config = args.config or model.VC2_CONFIG
-    # the latent is 1/8 of the frame, and the UNet halves it once per level but the last
-    multiple = 8 * 2 ** (len(config["unet"]["channel_mult"]) - 1)
-    for name in ("height", "width"):
-        v = getattr(args, name)
-        need(v % multiple == 0 and multiple <= v <= 4096, f"--{name} must be a multiple of {multiple} in "
-             f"{multiple}..4096 (the latent is 1/8 of it and the UNet halves it "
-             f"{len(config['unet']['channel_mult']) - 1} times), got {v}")
     need(args.frames >= 1, f"--frames must be >= 1, got {args.frames}")
     need(not (args.compile and args.emulate), "--compile does not combine with --emulate (emulated ranks are threads)")
     need(not (args.emulate and "WORLD_SIZE" in os.environ), "--emulate does not combine with torchrun (every "
@@ -377,6 +366,17 @@ def check_args(args):
     need(args.emulate is None or args.emulate >= 1, f"--emulate must be >= 1, got {args.emulate}")
     need(len(args.prompt) <= args.frames, f"{len(args.prompt)} prompts for {args.frames} frames: "
          "each prompt needs at least one frame")
+    need(not (args.random_weights and args.checkpoint), "--random-weights does not combine with --checkpoint")
+    need(not args.checkpoint or os.path.isfile(args.checkpoint), f"checkpoint {args.checkpoint!r} does not exist")
+    args.config = read_model_config(args.model_config) if args.model_config else None  # read and checked once
+    config = args.config or model.VC2_CONFIG
+    # the latent is 1/8 of the frame, and the UNet halves it once per level but the last
+    multiple = 8 * 2 ** (len(config["unet"]["channel_mult"]) - 1)
+    for name in ("height", "width"):
+        v = getattr(args, name)
+        need(v % multiple == 0 and multiple <= v <= 4096, f"--{name} must be a multiple of {multiple} in "
+             f"{multiple}..4096 (the latent is 1/8 of it and the UNet halves it "
+             f"{len(config['unet']['channel_mult']) - 1} times), got {v}")
     ranks = args.emulate or int(os.environ.get("WORLD_SIZE", 1))
     need(args.frames >= ranks, f"--frames ({args.frames}) must be >= the number of ranks ({ranks}): "
          "every rank needs a frame")
@@ -482,11 +482,12 @@ def check_size(args, config, ranks):
     need = sharing * (weights + threads * activations) + video
     have, name = device_memory(device)
     if need > have:
-        per_frame = activations / per_rank
-        fit = int((have / sharing - weights - video / sharing) / (threads * per_frame))
+        # the most frames per rank that fit: have = sharing * (weights + threads * per_frame * f) + ranks * f * frame
+        per_frame, frame = activations / per_rank, video / args.frames
+        fit = int((have - sharing * weights) / (sharing * threads * per_frame + ranks * frame))
         where = (f"{fit} frames per GPU fit; the {args.frames} frames need about "
-                 f"{-(-args.frames // max(fit, 1))} GPUs (torchrun --nproc_per_node)" if cuda and fit > 0 else
-                 f"about {fit * threads} frames fit at this size" if fit > 0 else
+                 f"{-(-args.frames // fit)} GPUs (torchrun --nproc_per_node)" if cuda and fit > 0 else
+                 f"about {fit * ranks} frames fit at this size" if fit > 0 else
                  "not even the weights and one frame fit: a smaller --model-config or size")
         raise UserError(f"--frames {args.frames} at {args.height}x{args.width} ({dtype}, {per_rank} frames per rank) "
                         f"needs about {need / GIB:,.1f} GiB per {'GPU' if cuda else 'machine'} (an estimate from the "

@@ -129,7 +129,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv=None):
-    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    p = Parser(prog="simulate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+               allow_abbrev=False)
     p.add_argument("--frames", type=int, default=48, help="video length T in latent frames (default 48)")
     p.add_argument("--ranks", type=int, default=4, help="check every N from 1 to this many emulated ranks "
                    "(ignored under torchrun, where the world size is N; default 4)")

@@ -6,6 +6,7 @@ are read from the fixture files, so the same tests run on fixtures made with oth
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 
@@ -997,24 +998,28 @@ ERROR_CASES = [
      for i, (what, _, _, message) in enumerate(CONFIG_CASES)]
 
 
+CHECKPOINT_FILES = {}  # checkpoint -> {name: bytes} of the bad checkpoints made from it: made once, written per row
+
+
 def error_inputs(folder, checkpoint):
     """The bad files the checkpoint rows name, made from a good checkpoint."""
     folder = str(folder)
-    with open(os.path.join(folder, "junk.ckpt"), "wb") as f:
-        f.write(b"not a checkpoint")
-
-    class Evil:
-        def __reduce__(self):
-            return (os.system, ("echo pwned",))
-    torch.save({"state_dict": Evil()}, os.path.join(folder, "evil.ckpt"))
-    good = model.read_state_dict(checkpoint)
-    from safetensors.torch import save_file
-    save_file({k: v.contiguous() for k, v in good.items() if "time_embed" not in k},
-              os.path.join(folder, "wrong.safetensors"))
-    save_file({k: v.contiguous() for k, v in good.items()}, os.path.join(folder, "full.safetensors"))
-    data = open(os.path.join(folder, "full.safetensors"), "rb").read()
-    with open(os.path.join(folder, "cut.safetensors"), "wb") as f:
-        f.write(data[: len(data) // 2])
+    if checkpoint not in CHECKPOINT_FILES:
+        from safetensors.torch import save
+        class Evil:
+            def __reduce__(self):
+                return (os.system, ("echo pwned",))
+        evil = os.path.join(folder, "evil.ckpt")
+        torch.save({"state_dict": Evil()}, evil)
+        good = model.read_state_dict(checkpoint)
+        full = save({k: v.contiguous() for k, v in good.items()})
+        CHECKPOINT_FILES[checkpoint] = {
+            "junk.ckpt": b"not a checkpoint", "evil.ckpt": open(evil, "rb").read(), "full.safetensors": full,
+            "wrong.safetensors": save({k: v.contiguous() for k, v in good.items() if "time_embed" not in k}),
+            "cut.safetensors": full[: len(full) // 2]}
+    for name, data in CHECKPOINT_FILES[checkpoint].items():
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(data)
     open(os.path.join(folder, "empty.txt"), "w").close()
     with open(os.path.join(folder, "latin1.txt"), "wb") as f:
         f.write("caf\xe9 au lait".encode("latin-1"))
@@ -1288,33 +1293,140 @@ def test_error_table_is_current():
         assert error_table() in f.read()
 
 
-def error_table():
-    """The README's table of bad inputs and their messages, made by running every row."""
-    import tempfile
+SIMULATE_ERROR_CASES = [  # simulate.py after --frames 4 --ranks 2 --height 8 --width 8
+    ("--checkpoint missing", ["--checkpoint", "{tmp}/nope.ckpt"], "does not exist"),
+    ("--checkpoint not a checkpoint", ["--checkpoint", "{tmp}/junk.ckpt"], "is not a torch checkpoint"),
+    ("--checkpoint truncated", ["--checkpoint", "{tmp}/cut.safetensors", "--config", "{tmp}/config.json"],
+     "is truncated"),
+    ("--config without --checkpoint", ["--config", "{tmp}/config.json"], "--config is the config of --checkpoint"),
+    ("--config with a wrong key", ["--checkpoint", "{tmp}/full.safetensors", "--config", "{tmp}/badkey.json"],
+     "--config: model config: unknown key unet.flux"),
+    ("--plot in a folder that does not exist", ["--plot", "{tmp}/nodir/scope.png"], "does not exist"),
+    ("--plot not a PNG", ["--plot", "{tmp}/scope.xyz"], "--plot must end in .png"),
+    ("--json in a folder that is not writable", ["--json", "/proc/sim.json"], "is not writable"),
+    ("--json names a folder", ["--json", "{tmp}"], "is a folder; expected a file path"),
+    ("--timestep out of range", ["--timestep", "5000", "-3"], "--timestep must be two diffusion timesteps in 0..999"),
+    ("negative --tolerance", ["--tolerance", "-1"], "--tolerance must be a finite number >= 0"),
+    ("--frames 0", ["--frames", "0"], "--frames must be >= 1"),
+    ("--ranks above --frames", ["--frames", "1"], "--ranks (2) must not exceed --frames (1)"),
+    ("latent --height not a multiple of 8", ["--height", "12"], "--height (latent) must be a multiple of 8"),
+    ("negative --local-window", ["--local-window", "-1"], "--local-window must be >= 0"),
+    ("negative --seed", ["--seed", "-1"], "--seed must be in 0..2**63-1"),
+    ("--compile without torchrun", ["--compile"], "--compile needs real ranks (torchrun)"),
+    ("--dtype unknown", ["--dtype", "bf16"], "argument --dtype: invalid choice"),
+    ("a flag that does not exist", ["--frame", "3"], "unrecognized arguments: --frame 3"),
+]
 
-    class Capture:
-        def readouterr(self):
-            import io
-            err = sys.stderr.getvalue()
-            sys.stderr.truncate(0)
-            sys.stderr.seek(0)
-            return type("R", (), {"err": err})()
-    rows = ["| input | message (exit code 2) |", "| --- | --- |"]
-    with tempfile.TemporaryDirectory() as folder:
+BENCH_ERROR_CASES = [  # bench.py (no GPU here: the full-size rows ask for one)
+    ("no GPU, no --tiny", [], "no GPU: the full-size UNet takes hours per table on a CPU; use --tiny"),
+    ("--frames-per-gpu 0", ["--frames-per-gpu", "8", "0"], "--frames-per-gpu must be >= 1 each, got [8, 0]"),
+    ("--iters 0", ["--tiny", "--iters", "0"], "--iters must be >= 1, got 0"),
+    ("latent --height not a multiple of 8", ["--tiny", "--height", "12"], "--height (latent) must be a multiple of 8"),
+    ("--timestep out of range", ["--tiny", "--timestep", "1000"], "--timestep must be in 0..999"),
+    ("--fps 0", ["--tiny", "--fps", "0"], "--fps must be >= 1"),
+    ("--json in a folder that does not exist", ["--tiny", "--json", "/nonexistent/b.json"],
+     "--json: folder '/nonexistent' does not exist"),
+    ("--profile names a folder", ["--tiny", "--profile", "{tmp}"], "is a folder; expected a file path"),
+    ("--e2e with forward-benchmark flags", ["--e2e", "--iters", "3", "--batch", "4"],
+     "--e2e does not use --batch, --iters"),
+    ("--e2e with a bad sample.py flag", ["--e2e", "--frames", "4", "--guidance", "-1"], "--guidance must be >= 0"),
+    ("--cuda-graph without a GPU", ["--tiny", "--cuda-graph"], "--cuda-graph needs a GPU (--tiny runs on the CPU)"),
+    ("a flag that does not exist", ["--tiny", "--frame", "3"], "unrecognized arguments: --frame 3"),
+]
+
+
+def run_case(script, argv, folder, checkpoint, config):
+    """One row of the tables: `script`'s main in this process ({tmp} -> folder) -> (exit code, stderr)."""
+    import contextlib
+    import io
+
+    import bench
+    argv = [a.replace("{tmp}", str(folder)) if a else a for a in argv]
+    main, base = {"sample.py": (sample.main, ["--prompt", "a", "--frames", "4", "--height", "64", "--width", "64",
+                                              "--steps", "1", "--checkpoint", checkpoint, "--model-config", config,
+                                              "--out", f"{folder}/out/video.mp4"]),
+                  "simulate.py": (simulate.main, ["--frames", "4", "--ranks", "2", "--height", "8", "--width", "8"]),
+                  "bench.py": (bench.main, [])}[script]
+    if argv[:2] == ["--prompt", None]:  # the row drops the default prompt
+        base, argv = base[2:], argv[2:]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(base + argv)
+        except SystemExit as e:  # argparse (simulate.py, bench.py)
+            code = e.code
+    return code, err.getvalue()
+
+
+def error_lines(script, err):
+    return [line for line in err.splitlines() if line.startswith(f"{script}: error:")]
+
+
+@pytest.mark.parametrize("script,what,argv,message",
+                         [("simulate.py", *c) for c in SIMULATE_ERROR_CASES] +
+                         [("bench.py", *c) for c in BENCH_ERROR_CASES],
+                         ids=[f"simulate: {c[0]}" for c in SIMULATE_ERROR_CASES] +
+                             [f"bench: {c[0]}" for c in BENCH_ERROR_CASES])
+def test_simulate_and_bench_bad_input_is_one_clear_line(script, what, argv, message, fake_checkpoint, tmp_path,
+                                                        monkeypatch):
+    """As sample.py's: one line, exit code 2, no traceback, before any compute, nothing written."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the rows are of a machine without a GPU
+    error_inputs(tmp_path, fake_checkpoint[0])
+    shutil.copy(fake_checkpoint[1], tmp_path / "config.json")
+    before = files_under(tmp_path)
+    code, err = run_case(script, argv, tmp_path, *fake_checkpoint)
+    lines = error_lines(script, err)
+    assert code == 2 and len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err and files_under(tmp_path) == before
+
+
+def test_simulate_more_ranks_than_frames_under_torchrun(tmp_path):
+    """torchrun --nproc_per_node 3 simulate.py --frames 2: the error once (rank 0), before any model is built."""
+    proc = torchrun(["--frames", "2", "--json", str(tmp_path / "sim.json")], "simulate.py", 3)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and error_lines("simulate.py", err) == [
+        "simulate.py: error: --frames (2) must be >= the number of ranks (3): every rank needs a frame (see --help)"]
+    assert 'simulate.py", line' not in err and not files_under(tmp_path)
+
+
+def test_bench_refuses_what_cannot_fit_on_the_gpu(monkeypatch, capsys):
+    """Before the first row (minutes on a GPU): the largest n against the GPU's memory, sample.py's estimate."""
+    import bench
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(sample, "device_memory", lambda device: (80 * 2 ** 30, "an 80 GiB GPU"))
+    with pytest.raises(SystemExit) as e:
+        bench.parse_args(["--frames-per-gpu", "128", "5000"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "5000 frames per GPU need about" in err and "more than the 80.0 GiB" in err
+    fit = int(err.split("at most about ")[1].split(" frames")[0])
+    assert 1000 <= fit <= 1300  # 80 GiB less 2.6 GiB of UNet weights, 0.068 GiB per frame (batch 2, bf16)
+    assert bench.parse_args(["--frames-per-gpu", "128", "288"]).frames_per_gpu == [128, 288]
+
+
+ERRORS_BEGIN, ERRORS_END = "<!-- the tables below: python test_all.py -->", "<!-- end of the tables -->"
+
+
+def error_table():
+    """docs/errors.md's tables of bad inputs and their messages, made by running every row (as on a machine without
+    a GPU, with 16 GiB of RAM)."""
+    import tempfile
+    from unittest import mock
+    sections = [ERRORS_BEGIN]
+    ram = lambda device: (16 * 2 ** 30, "this machine's RAM")  # noqa: E731 - the same table on every machine
+    with tempfile.TemporaryDirectory() as folder, tempfile.TemporaryDirectory() as tmp, \
+            mock.patch.object(torch.cuda, "is_available", lambda: False), mock.patch.object(sample, "device_memory", ram):
         ckpt = make_fake_checkpoint(folder)
-        for what, argv, _ in ERROR_CASES:
-            with tempfile.TemporaryDirectory() as tmp:
-                error_inputs(tmp, ckpt[0])
-                import io
-                real, sys.stderr = sys.stderr, io.StringIO()
-                try:
-                    _, err = run_error_case(argv, tmp, *ckpt, Capture())
-                finally:
-                    sys.stderr = real
-                line = next(x for x in err.splitlines() if x.startswith("sample.py: error:"))
-                line = line.replace(tmp, "<dir>").replace(folder, "<dir>").replace("sample.py: error: ", "")
-                rows.append(f"| {what} | `{line}` |")
-    return "\n".join(rows)
+        error_inputs(tmp, ckpt[0])  # one folder for every row: a row writes nothing
+        shutil.copy(ckpt[1], os.path.join(tmp, "config.json"))
+        for script, cases in (("sample.py", ERROR_CASES), ("simulate.py", SIMULATE_ERROR_CASES),
+                              ("bench.py", BENCH_ERROR_CASES)):
+            rows = [f"### `{script}`", "", "| input | message (exit code 2) |", "| --- | --- |"]
+            for what, argv, _ in cases:
+                _, err = run_case(script, argv, tmp, *ckpt)
+                line = error_lines(script, err)[0].replace(f"{script}: error: ", "")
+                rows.append(f"| {what} | `{line.replace(tmp, '<dir>').replace(folder, '<dir>')}` |")
+            sections.append("\n".join(rows))
+    return "\n\n".join(sections + [ERRORS_END])
 
 
 # -----------------------------------------------------------------------------
@@ -1334,22 +1446,6 @@ def test_bench_tiny(tmp_path):
         assert all(r[k] > 0 for k in ("ms", "ms_per_frame", "flops", "tflops", "mfu", "peak_gib", "gib_per_frame")), r
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--frames-per-gpu", "8", "0"], "--frames-per-gpu must be >= 1 each, got [8, 0]"),
-    (["--tiny", "--iters", "0"], "--iters must be >= 1, got 0"),
-    (["--tiny", "--height", "12"], "--height (latent) must be a multiple of 8"),
-    (["--tiny", "--json", "/nonexistent/b.json"], "--json: folder '/nonexistent' does not exist"),
-    (["--e2e", "--iters", "3", "--batch", "4"], "--e2e does not use --batch, --iters"),
-    (["--tiny", "--cuda-graph"], "--cuda-graph needs a GPU (--tiny runs on the CPU)"),
-])
-def test_bench_bad_input(argv, message, capsys):
-    """One line before any compute (the check and the timings take minutes on a GPU), exit code 2."""
-    import bench
-    with pytest.raises(SystemExit) as e:
-        bench.parse_args(argv)
-    assert e.value.code == 2 and message in capsys.readouterr().err
-
-
 def test_bench_e2e_tiny(fake_checkpoint, tmp_path):
     """bench.py --e2e: sample.py end to end with random weights (tiny config), per-phase timings in the JSON."""
     import bench
@@ -1362,6 +1458,12 @@ def test_bench_e2e_tiny(fake_checkpoint, tmp_path):
     assert res["prompt_to_mp4_s"] == pytest.approx(res["timings_s"]["total"] - res["timings_s"]["load"])
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # rewrites the tables of docs/errors.md from the rows above, and prints them
     torch.set_grad_enabled(False)
-    print(error_table())
+    path = os.path.join(HERE, "docs", "errors.md")
+    with open(path) as f:
+        text = f.read()
+    tables = error_table()
+    with open(path, "w") as f:
+        f.write(text[:text.index(ERRORS_BEGIN)] + tables + text[text.index(ERRORS_END) + len(ERRORS_END):])
+    print(tables)
