@@ -248,8 +248,8 @@ class Parser(argparse.ArgumentParser):
 def parse_args(argv=None):
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     a = p.add_argument
-    a("--prompt", action="append", default=[], help="text prompt; repeat it for a multi-prompt video: "
-      "P prompts split the timeline into P equal segments")
+    a("--prompt", action="append", default=[], help="text prompt (not empty: the empty prompt is the unconditional "
+      "one); repeat it for a multi-prompt video: P prompts split the timeline into P equal segments")
     a("--prompts", metavar="FILE", help="read the prompts from a text file, one per line (instead of --prompt)")
     a("--frames", type=int, default=64, help="video length in frames (default 64; the paper's headline: 2300)")
     a("--height", type=int, default=320, help="video height in pixels, a multiple of 64 (default 320)")
@@ -261,13 +261,13 @@ def parse_args(argv=None):
     a("--guidance", type=float, default=12.0, help="classifier-free guidance scale, >= 0 (default 12)")
     a("--fps", type=int, default=24, help="fps conditioning of the UNet (default 24, as Video-Infinity; VC2 uses 28)")
     a("--save-fps", type=int, default=8, help="frame rate of the written mp4 (default 8)")
-    a("--seed", type=int, default=0, help="random seed (default 0); the video depends on it, not on the number "
-      "of ranks")
+    a("--seed", type=int, default=0, help="random seed, 0..2**63-1 (default 0); the video depends on it, not on the "
+      "number of ranks")
     a("--local-window", type=int, default=8, help="dual-scope local window w: frames per side (default 8)")
     a("--global-frames", type=int, default=16, help="dual-scope global frames k spread over the video (default 16)")
-    a("--switch-timestep", type=int, default=800, help="bias phases: t >= this favours global frames, "
+    a("--switch-timestep", type=int, default=800, help="bias phases, 0..1000: t >= this favours global frames, "
       "below it local ones (default 800)")
-    a("--bias", type=float, default=10.0, help="logit bias of the favoured scope in each phase (default 10)")
+    a("--bias", type=float, default=10.0, help="logit bias (>= 0) of the favoured scope in each phase (default 10)")
     a("--dtype", choices=["bf16", "fp16", "fp32"], help="model dtype (default bf16 on GPU, fp32 on CPU)")
     a("--checkpoint", metavar="PATH", help="local VC2 model.ckpt or .safetensors (default: download "
       "VideoCrafter/VideoCrafter2 model.ckpt from the Hugging Face Hub). A .ckpt is converted once to "
@@ -275,14 +275,15 @@ def parse_args(argv=None):
     a("--model-config", metavar="PATH", help="JSON model config (default: VideoCrafter2's sizes; see README)")
     a("--random-weights", action="store_true", help="skip loading: random weights, for benchmarks (makes noise; "
       "not with --checkpoint)")
-    a("--emulate", type=int, metavar="N", help="run N emulated ranks in this process (CPU debugging, tests)")
+    a("--emulate", type=int, metavar="N", help="run N emulated ranks in this process (CPU debugging, tests; not "
+      "under torchrun)")
     a("--compile", action="store_true", help="torch.compile the UNet's per-frame layers and the clip-parallel "
       "arithmetic between communication stages: faster UNet forwards on a GPU after a one-off compile at the first "
       "step (see README, Speed; not with --emulate)")
     a("--decode-batch", type=int, default=8, help="frames per VAE decode call, bounds decode memory (default 8)")
     a("--out", default="out/video.mp4", help="output mp4; a JSON sidecar with every setting is written "
-      "beside it (default out/video.mp4)")
-    a("--overwrite", action="store_true", help="replace an existing --out file")
+      "beside it, OUT.json (default out/video.mp4; its folder is made when the video is written)")
+    a("--overwrite", action="store_true", help="replace an existing --out file and the files beside it")
     a("--save-latents", action="store_true", help="also write the final latents (T, 4, h, w) and the exact uint8 "
       "frames (the mp4 is lossy) to OUT.latents.safetensors, e.g. to compare runs")
     args = p.parse_args(argv)

@@ -1266,26 +1266,33 @@ def test_ctrl_c_stops_every_rank_and_leaves_no_files(fake_checkpoint, tmp_path):
     assert not files_under(out)
 
 
-def test_ctrl_c_in_one_process_exits_130_with_one_line(tmp_path):
-    """SIGINT to a single-process run mid-denoising (once its progress bar shows a step done): exit 130, one line,
-    no files. It used to abort the interpreter (SIGABRT, exit 134): a rank thread still computing at exit."""
+@pytest.mark.parametrize("script", ["sample.py", "simulate.py"])
+def test_ctrl_c_in_one_process_exits_130_with_one_line(script, tmp_path):
+    """SIGINT to a single-process run mid-compute (sample.py: once its progress bar shows a denoising step done;
+    simulate.py: once the first emulated run is reported): exit 130, one line, no files. sample.py used to abort the
+    interpreter (SIGABRT, exit 134: a rank thread still computing at exit), simulate.py printed a traceback."""
     import signal
     import time
     _, config = make_fake_checkpoint(str(tmp_path))
-    out, log_path = tmp_path / "out", tmp_path / "stderr.txt"
+    out, log_path = tmp_path / "out", tmp_path / "log.txt"
+    args, ready = {"sample.py": (["--prompt", "x", "--random-weights", "--model-config", config, "--frames", "8",
+                                  "--height", "64", "--width", "64", "--steps", "500", "--out", str(out / "v.mp4")],
+                                 "| 1/"),
+                   "simulate.py": (["--frames", "32", "--ranks", "16", "--height", "16", "--width", "16", "--json",
+                                    str(out / "sim.json")], "1 emulated rank(s)")}[script]
+    out.mkdir() if script == "simulate.py" else None  # simulate.py writes into an existing folder
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "sample.py", "--prompt", "x", "--random-weights", "--model-config",
-                                 config, "--frames", "8", "--height", "64", "--width", "64", "--steps", "500",
-                                 "--out", str(out / "v.mp4")], cwd=HERE, stdout=log, stderr=log, text=True)
+        proc = subprocess.Popen([sys.executable, script, *args], cwd=HERE, stdout=log, stderr=log, text=True,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
         deadline = time.time() + 90
-        while time.time() < deadline and "| 1/" not in log_path.read_text():  # a denoising step is done
+        while time.time() < deadline and ready not in log_path.read_text():  # computing now
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
     err = log_path.read_text()
-    lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("sample.py")]
-    assert proc.returncode == 130 and lines == ["sample.py: interrupted; no output written"], err[-2000:]
-    assert "Traceback" not in err and "terminate called" not in err and not out.exists()
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith(script)]
+    assert proc.returncode == 130 and lines == [f"{script}: interrupted; no output written"], err[-2000:]
+    assert "Traceback" not in err and "terminate called" not in err and not files_under(tmp_path / "out")
 
 
 def test_error_table_is_current():
