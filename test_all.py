@@ -1079,10 +1079,9 @@ def test_no_network_and_nothing_cached(tmp_path):
 def test_no_network_fails_in_seconds(tmp_path):
     """Not offline, nothing cached, the Hub unreachable (a closed local port stands for no network): one request, no
     retries (huggingface_hub alone retries for ~25 s), one line saying where the weights come from."""
-    import time
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")
-    script = ("import sys, time, model\n"
+    script = ("import time, model\n"
               "t = time.time()\n"
               "try:\n"
               "    model.download_vc2()\n"
