@@ -368,7 +368,8 @@ def check_args(args):
     need(len(args.prompt) <= args.frames, f"{len(args.prompt)} prompts for {args.frames} frames: "
          "each prompt needs at least one frame")
     need(not (args.random_weights and args.checkpoint), "--random-weights does not combine with --checkpoint")
-    need(not args.checkpoint or os.path.isfile(args.checkpoint), f"checkpoint {args.checkpoint!r} does not exist")
+    need(not args.checkpoint or os.path.isfile(args.checkpoint), f"checkpoint {args.checkpoint!r} "
+         f"{'is a folder, not a file' if os.path.isdir(args.checkpoint or '') else 'does not exist'}")
     args.config = read_model_config(args.model_config) if args.model_config else None  # read and checked once
     config = args.config or model.VC2_CONFIG
     # the latent is 1/8 of the frame, and the UNet halves it once per level but the last
@@ -392,14 +393,14 @@ def check_out(args):
         raise UserError(f"--out must end in .mp4, got {args.out!r}")
     if os.path.isdir(args.out):
         raise UserError(f"--out {args.out!r} is a folder; expected the path of the mp4 to write")
+    if os.path.exists(args.out) and not args.overwrite:
+        raise UserError(f"--out {args.out!r} exists; pass --overwrite to replace it")
     root = os.path.splitext(args.out)[0]
-    outputs = [args.out, root + ".json"] + ([root + ".latents.safetensors"] if args.save_latents else [])
-    for path in outputs:
+    for path in [root + ".json"] + ([root + ".latents.safetensors"] if args.save_latents else []):  # beside it
         if os.path.isdir(path):
             raise UserError(f"--out: {path!r} (written beside the mp4) is a folder")
         if os.path.exists(path) and not args.overwrite:
-            raise UserError(f"--out: {path!r} exists; pass --overwrite to replace it" if path != args.out else
-                            f"--out {args.out!r} exists; pass --overwrite to replace it")
+            raise UserError(f"--out: {path!r} exists; pass --overwrite to replace it")
     folder = os.path.dirname(os.path.abspath(args.out))
     existing = folder
     while not os.path.exists(existing):  # the deepest folder that exists: the rest is made when writing

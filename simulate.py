@@ -186,7 +186,8 @@ def parse_args(argv=None):
     if args.config and not args.checkpoint:
         p.error("--config is the config of --checkpoint: without one the tiny random UNet runs")
     if args.checkpoint and not os.path.isfile(args.checkpoint):
-        p.error(f"--checkpoint {args.checkpoint!r} does not exist")
+        p.error(f"--checkpoint {args.checkpoint!r} "
+                f"{'is a folder, not a file' if os.path.isdir(args.checkpoint) else 'does not exist'}")
     if args.config:
         import sample
         try:  # read and fully checked now, not after the model is built

@@ -944,6 +944,7 @@ CONFIG_CASES = [
 
 ERROR_CASES = [
     ("checkpoint: missing path", ["--checkpoint", "{tmp}/nope.ckpt"], "does not exist"),
+    ("checkpoint: a folder", ["--checkpoint", "{tmp}"], "is a folder, not a file"),
     ("checkpoint: not a checkpoint", ["--checkpoint", "{tmp}/junk.ckpt"], "is not a torch checkpoint"),
     ("checkpoint: a pickle that would execute code", ["--checkpoint", "{tmp}/evil.ckpt"],
      "would run code when unpickled: refused"),
