@@ -194,6 +194,7 @@ def parse_args(argv=None):
             args.config = sample.read_model_config(args.config)
         except sample.UserError as e:
             p.error(str(e).replace("--model-config", "--config"))
+    check_reference_fits(p, args)
     if args.plot and not args.plot.endswith(".png"):
         p.error(f"--plot must end in .png, got {args.plot!r}")
     if args.plot and args.frames > 2000:  # frames x frames cells of 6x6 pixels
@@ -201,6 +202,21 @@ def parse_args(argv=None):
     for name in ("plot", "json"):  # found out now, not after the whole compute
         check_writable(p, f"--{name}", getattr(args, name))
     return args
+
+
+def check_reference_fits(p, args):
+    """The single-device reference attends densely over every pair of frames: its memory grows with frames^2. Measured
+    on a CPU (float32, this tiny UNet): about 200 bytes per pair of frames per latent pixel (peak 2.5 GB at 200 frames
+    of 16x16, 400 of 8x8); an estimate, refused before anything is built where it cannot fit."""
+    import sample
+    cuda = "WORLD_SIZE" in os.environ and torch.cuda.is_available()  # torchrun on GPUs: rank 0's GPU holds it
+    have, name = sample.device_memory(torch.device("cuda", 0) if cuda else torch.device("cpu"))
+    per_pair = 200 * (2 if args.dtype == "float64" else 1) * args.height * args.width
+    if per_pair * args.frames ** 2 > have:
+        p.error(f"--frames {args.frames} at a {args.height}x{args.width} latent: the single-device reference (dense "
+                f"attention over every pair of frames) needs about {per_pair * args.frames ** 2 / 2 ** 30:,.0f} GiB "
+                f"(an estimate), more than the {have / 2 ** 30:,.1f} GiB of {name}: at most about "
+                f"{int((have / per_pair) ** 0.5)} frames at this size")
 
 
 def check_writable(p, flag, path):  # also bench.py's

@@ -1316,6 +1316,8 @@ SIMULATE_ERROR_CASES = [  # simulate.py after --frames 4 --ranks 2 --height 8 --
     ("negative --tolerance", ["--tolerance", "-1"], "--tolerance must be a finite number >= 0"),
     ("--frames 0", ["--frames", "0"], "--frames must be >= 1"),
     ("--ranks above --frames", ["--frames", "1"], "--ranks (2) must not exceed --frames (1)"),
+    ("--frames too many for the dense reference", ["--frames", "100000"], "the single-device reference (dense "
+     "attention over every pair of frames) needs about"),
     ("latent --height not a multiple of 8", ["--height", "12"], "--height (latent) must be a multiple of 8"),
     ("negative --local-window", ["--local-window", "-1"], "--local-window must be >= 0"),
     ("negative --seed", ["--seed", "-1"], "--seed must be in 0..2**63-1"),
