@@ -28,7 +28,7 @@ import fast
 import model
 from clip_parallel import DistComm, EmulatedComm, EmulatedGroup, clip_forward, init_distributed, parallel_temporal_layers
 from dual_scope import DualScope
-from simulate import TINY_UNET, check_latent_size, randomize
+from simulate import TINY_UNET, Parser, check_latent_size, check_writable, randomize
 
 # Relative L2 error allowed against the float32 (float64) reference. With random weights the UNet amplifies rounding:
 # fp16 (11-bit mantissa) measures 2.6e-3, bf16 (8-bit) 8x that, 2.1e-2, on an H200 and on the CPU alike, before and
@@ -37,14 +37,15 @@ TOLERANCE = {"float16": 1e-2, "bfloat16": 3e-2, "float32": 1e-5}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="bench.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+               allow_abbrev=False)
     p.add_argument("--frames-per-gpu", type=int, nargs="+", help="clip lengths n to time (default 24 128 288; "
                    "--tiny: 4 8)")
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], help="default bfloat16 (--tiny: float32)")
     p.add_argument("--batch", type=int, default=2, help="batch (2 = classifier-free guidance; default 2)")
     p.add_argument("--height", type=int, default=40, help="latent height (default 40 = 320 px; --e2e: 8x to sample.py)")
     p.add_argument("--width", type=int, default=64, help="latent width (default 64 = 512 px; --e2e: 8x to sample.py)")
-    p.add_argument("--timestep", type=int, default=901, help="diffusion timestep (default 901)")
+    p.add_argument("--timestep", type=int, default=901, help="diffusion timestep, 0..999 (default 901)")
     p.add_argument("--fps", type=int, default=24, help="fps conditioning (default 24)")
     p.add_argument("--warmup", type=int, default=2, help="untimed forwards per n (default 2)")
     p.add_argument("--iters", type=int, default=5, help="timed forwards per n; the median is reported (default 5)")
@@ -75,16 +76,19 @@ def parse_args(argv=None):
                   if getattr(args, k) != p.get_default(k)]
         if unused:
             p.error(f"--e2e does not use {', '.join(unused)} (flags of the forward benchmark)")
-    for name, low in (("batch", 1), ("warmup", 0), ("iters", 1), ("check_frames", 0), ("frames", 1), ("steps", 1)):
+    for name, low in (("batch", 1), ("warmup", 0), ("iters", 1), ("check_frames", 0), ("frames", 1), ("steps", 1),
+                      ("fps", 1), ("seed", 0)):
         if getattr(args, name) < low:
             p.error(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
     if any(n < 1 for n in args.frames_per_gpu or []):
         p.error(f"--frames-per-gpu must be >= 1 each, got {args.frames_per_gpu}")
     check_latent_size(p, args)
+    if not 0 <= args.timestep <= 999:
+        p.error(f"--timestep must be in 0..999, got {args.timestep}")
+    if args.seed >= 2 ** 63:
+        p.error(f"--seed must be in 0..2**63-1, got {args.seed}")
     for name in ("json", "profile"):  # found out now, not after the measuring
-        path = getattr(args, name)
-        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            p.error(f"--{name}: folder {os.path.dirname(os.path.abspath(path))!r} does not exist")
+        check_writable(p, f"--{name}", getattr(args, name))
     if not (args.tiny or args.e2e or torch.cuda.is_available()):
         p.error("no GPU: the full-size UNet takes hours per table on a CPU; use --tiny (or a GPU)")
     if args.cuda_graph and (args.tiny or not torch.cuda.is_available()):
@@ -94,7 +98,24 @@ def parse_args(argv=None):
     args.dtype_given = args.dtype is not None
     args.frames_per_gpu = args.frames_per_gpu or ([4, 8] if args.tiny else [24, 128, 288])
     args.dtype = args.dtype or ("float32" if args.tiny else "bfloat16")
+    if not (args.tiny or args.e2e):
+        check_fits(p, args)
     return args
+
+
+def check_fits(p, args):
+    """The largest n must fit on the GPU (sample.py's estimate from VC2's sizes): refused now, not after the rows
+    before it took minutes."""
+    import sample
+    n = max(args.frames_per_gpu + [args.check_frames])
+    size = torch.finfo(getattr(torch, args.dtype)).bits // 8
+    weights, activations, _ = sample.estimate_run(model.VC2_CONFIG, n, 8 * args.height, 8 * args.width, size)
+    need = weights + activations * args.batch / 2  # the measurements behind the estimate are of batch 2
+    have, name = sample.device_memory(torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))))
+    if need > have:
+        fit = int((have - weights) / (activations * args.batch / 2 / n))
+        p.error(f"{n} frames per GPU need about {need / 2 ** 30:,.1f} GiB (an estimate), more than the "
+                f"{have / 2 ** 30:,.1f} GiB of {name}: at most about {fit} frames per GPU fit at this size")
 
 
 class Timer:
@@ -264,8 +285,7 @@ def main(argv=None):
     if args.e2e:
         res = dict(e2e=e2e(args, args.sample_args))
         if args.json and res["e2e"] is not None:
-            with open(args.json, "w") as f:
-                json.dump(res, f, indent=1)
+            write_json(args.json, res)
         return res
     torch.set_grad_enabled(False)
     torch.backends.cudnn.benchmark = True
@@ -323,12 +343,20 @@ def main(argv=None):
                       f"error {c['rel_l2_error']:.2e}  {'ok' if c['ok'] else 'FAIL'} (<= {TOLERANCE[args.dtype]})")
             print(table(res))
             if args.json:
-                with open(args.json, "w") as f:
-                    json.dump(res, f, indent=1)
+                write_json(args.json, res)
         return res
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def write_json(path, res):
+    from sample import write_atomically  # a Ctrl-C never leaves half a file
+
+    def dump(tmp):
+        with open(tmp, "w") as f:
+            json.dump(res, f, indent=1)
+    write_atomically(path, dump)
 
 
 def profile(unet, args, comm, device, path):
@@ -348,5 +376,10 @@ def profile(unet, args, comm, device, path):
 
 
 if __name__ == "__main__":
-    res = main()
+    try:
+        res = main()
+    except KeyboardInterrupt:  # Ctrl-C reaches every rank: one line, from rank 0
+        if int(os.environ.get("RANK", 0)) == 0:
+            print("bench.py: interrupted; no output written", file=sys.stderr)
+        sys.exit(130)
     sys.exit(0 if res.get("check", {}).get("ok", True) else 1)

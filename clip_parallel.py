@@ -328,6 +328,7 @@ def clip_forward(unet, comm, frames, x, timesteps, context, fps):
 def run_ranks(ranks, fn):
     """Run fn(comm) -> result on `ranks` emulated ranks (threads); results in rank order. Errors propagate."""
     group, results, errors = EmulatedGroup(ranks), [None] * ranks, []
+    done = [threading.Event() for _ in range(ranks)]
     grad = torch.is_grad_enabled()  # grad mode is per thread: the ranks inherit the caller's (autocast is not)
 
     def worker(rank):
@@ -337,18 +338,27 @@ def run_ranks(ranks, fn):
         except BaseException as e:  # noqa: B036 - any failure must release the other ranks
             errors.append(e)
             group.barrier.abort()
+        finally:
+            done[rank].set()
 
     threads = [threading.Thread(target=worker, args=(r,), name=f"rank{r}") for r in range(ranks)]
     for t in threads:
         t.start()
-    try:
-        for t in threads:
-            t.join()
-    except KeyboardInterrupt:  # Ctrl-C reaches the main thread only: break the barrier so every rank stops
-        group.barrier.abort()
-        for t in threads:
-            t.join()
-        raise
+    # Waits on events, not Thread.join: a Ctrl-C inside join() marks a still-running thread as finished (CPython
+    # 3.11, python/cpython#90882), and a rank thread still computing when the interpreter exits aborts the process
+    # ("terminate called without an active exception", SIGABRT).
+    interrupted = False
+    for d in done:
+        while not d.is_set():
+            try:
+                d.wait()
+            except KeyboardInterrupt:  # Ctrl-C reaches the main thread only: break the barrier so every rank stops
+                interrupted = True
+                group.barrier.abort()
+    for t in threads:
+        t.join()
+    if interrupted:
+        raise KeyboardInterrupt
     if errors:  # the first error is the cause; the others are BrokenBarrierErrors it triggered
         raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
     return results

@@ -706,12 +706,31 @@ def ckpt_state_dict(ckpt_path):
 
 
 def download_vc2():
-    from huggingface_hub import hf_hub_download
+    """The released model.ckpt from the Hugging Face Hub cache, downloading it (5.5 GB) if it is not there yet.
+
+    Without network this fails in seconds: one request, no retries (the Hub client retries for ~25 s), then a
+    message that says where the file comes from."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    try:
+        return hf_hub_download(HF_REPO, HF_FILE, local_files_only=True)
+    except LocalEntryNotFoundError:
+        pass
+    how = (f"download {HF_FILE} (5.5 GB) of the Hugging Face repo {HF_REPO} ({constants.ENDPOINT}/{HF_REPO}) "
+           f"and pass --checkpoint PATH, or put it in the Hub cache and set HF_HUB_OFFLINE=1")
+    if constants.HF_HUB_OFFLINE:
+        raise CheckpointError(f"could not download {HF_REPO}/{HF_FILE} and it is not cached (HF_HUB_OFFLINE is set): "
+                              f"{how}")
+    try:  # one request, no retries: is the Hub reachable at all?
+        get_hf_file_metadata(hf_hub_url(HF_REPO, HF_FILE), timeout=10)
+    except Exception as e:  # no network, a proxy, gated, ...
+        raise CheckpointError(f"could not download {HF_REPO}/{HF_FILE} and it is not cached ({type(e).__name__}: "
+                              f"cannot reach {constants.ENDPOINT}): {how}") from None
     try:
         return hf_hub_download(HF_REPO, HF_FILE)
-    except Exception as e:  # offline, no cache, gated, ...
-        raise CheckpointError(f"could not download {HF_REPO}/{HF_FILE} and it is not cached ({type(e).__name__}); "
-                              f"download it elsewhere and pass --checkpoint PATH") from None
+    except Exception as e:  # the network went away mid-download, disk full, ...
+        why = (str(e).splitlines() or [""])[0]
+        raise CheckpointError(f"could not download {HF_REPO}/{HF_FILE} ({type(e).__name__}: {why}); {how}") from None
 
 
 def check_keys(part, module, sd):
@@ -726,6 +745,98 @@ def check_keys(part, module, sd):
         raise CheckpointError(f"checkpoint does not match the {part} config ({PREFIXES[part]}*): " + "; ".join(problems))
 
 
+def check_config(config):
+    """A model config of the form of VC2_CONFIG, checked before anything is built: every field's type and range,
+    and the sizes the parts share. Raises ValueError naming the field and what was expected."""
+    def fail(field, expected, value):
+        raise ValueError(f"model config: {field} must be {expected}, got {value!r}")
+
+    def is_int(v):  # JSON's true/false are Python ints: refused where a size belongs
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def section(parent, name, where):
+        v = parent.get(name)
+        if not isinstance(v, dict):
+            fail(where, "an object (as in model.VC2_CONFIG)", v)
+        return v
+
+    def ints(part, names, where, low=1):
+        for name in names:
+            if name not in part:
+                fail(f"{where}.{name}", f"given (an int >= {low})", None)
+            if not (is_int(part[name]) and part[name] >= low):
+                fail(f"{where}.{name}", f"an int >= {low}", part[name])
+
+    def int_list(part, name, where, low=1, empty=False):
+        v = part.get(name)
+        if not (isinstance(v, list) and (empty or v) and all(is_int(x) and x >= low for x in v)):
+            fail(f"{where}.{name}", f"a {'' if empty else 'non-empty '}list of ints >= {low}", v)
+        return v
+
+    def known(part, names, where):  # a misspelt key would otherwise be silently replaced by its default
+        unknown = sorted(set(part) - set(names))
+        if unknown:
+            raise ValueError(f"model config: unknown key {where}{unknown[0]} (the keys are those of model.VC2_CONFIG "
+                             f"and VideoCrafter2's YAML)")
+
+    if not isinstance(config, dict):
+        fail("the config", "a JSON object with unet, vae and text sections", config)
+    known(config, ("unet", "vae", "text", "scale_factor"), "")
+    unet, vae, text = (section(config, name, name) for name in ("unet", "vae", "text"))
+    known(unet, ("in_channels", "out_channels", "model_channels", "attention_resolutions", "num_res_blocks",
+                 "channel_mult", "num_head_channels", "context_dim", *VC2_FLAGS, *IGNORED_FLAGS), "unet.")
+    known(vae, ("ddconfig", "embed_dim"), "vae.")
+    known(text, ("context_length", "vocab_size", "width", "heads", "layers", "embed_dim"), "text.")
+    # the UNet (its VC2-only flags are checked by UNet itself: a wrong value there names the flag and VC2's value)
+    ints(unet, ("in_channels", "out_channels", "model_channels", "num_res_blocks", "num_head_channels",
+                "context_dim"), "unet")
+    if unet["model_channels"] % 32 or unet["model_channels"] % unet["num_head_channels"]:  # GroupNorm(32, c), heads
+        fail("unet.model_channels", f"a multiple of 32 and of num_head_channels ({unet['num_head_channels']})",
+             unet["model_channels"])
+    levels = len(int_list(unet, "channel_mult", "unet"))
+    reachable = [2 ** i for i in range(levels)]  # the downsampling factor of each level: where attention can sit
+    if not all(r in reachable for r in int_list(unet, "attention_resolutions", "unet", empty=True)):
+        fail("unet.attention_resolutions", f"a list of levels' downsampling factors, from {reachable}",
+             unet["attention_resolutions"])
+    # the VAE
+    dd = section(vae, "ddconfig", "vae.ddconfig")
+    known(dd, ("double_z", "z_channels", "resolution", "in_channels", "out_ch", "ch", "ch_mult", "num_res_blocks",
+               "attn_resolutions", "dropout"), "vae.ddconfig.")
+    ints(vae, ("embed_dim",), "vae")
+    ints(dd, ("z_channels", "in_channels", "out_ch", "ch", "num_res_blocks", "resolution"), "vae.ddconfig")
+    if dd["ch"] % 32:
+        fail("vae.ddconfig.ch", "a multiple of 32 (GroupNorm of 32 groups)", dd["ch"])
+    if dd["out_ch"] != 3:
+        fail("vae.ddconfig.out_ch", "3 (RGB frames)", dd["out_ch"])
+    if len(int_list(dd, "ch_mult", "vae.ddconfig")) != 4:  # sample.py's latents are 1/8 of the frame
+        fail("vae.ddconfig.ch_mult", "4 levels long (3 downsamplings: latents 1/8 of the frame, as VC2)",
+             dd["ch_mult"])
+    if "dropout" in dd and not (isinstance(dd["dropout"], (int, float)) and not isinstance(dd["dropout"], bool)
+                                and 0 <= dd["dropout"] < 1):
+        fail("vae.ddconfig.dropout", "a number in [0, 1) (unused at inference)", dd["dropout"])
+    # the text encoder: the tokenizer makes 77 ids from a vocabulary of 49408
+    ints(text, ("width", "heads", "layers"), "text")
+    for name, value in (("context_length", 77), ("vocab_size", 49408)):
+        if text.get(name, value) != value:
+            fail(f"text.{name}", f"{value} (the tokenizer's)", text[name])
+    if text["width"] % text["heads"]:
+        fail("text.width", f"a multiple of text.heads ({text['heads']})", text["width"])
+    if text.get("embed_dim") is not None:
+        ints(text, ("embed_dim",), "text")
+    # sizes the parts share
+    if unet["context_dim"] != text["width"]:
+        fail("unet.context_dim", f"text.width ({text['width']}): the UNet's cross-attention reads the text "
+             f"encoder's features", unet["context_dim"])
+    for name in ("in_channels", "out_channels"):
+        if unet[name] != vae["embed_dim"]:
+            fail(f"unet.{name}", f"vae.embed_dim ({vae['embed_dim']}): the UNet denoises the VAE's latents",
+                 unet[name])
+    scale = config.get("scale_factor", VC2_CONFIG["scale_factor"])
+    if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0):
+        fail("scale_factor", "a positive finite number (VC2: 0.18215)", scale)
+    return config
+
+
 def load_videocrafter2(source=None, config=None, dtype=torch.float32, device="cpu"):
     """Build VC2's parts and load their weights -> dict(unet, vae, text, tokenizer, scale_factor, buffers).
 
@@ -736,7 +847,7 @@ def load_videocrafter2(source=None, config=None, dtype=torch.float32, device="cp
     if isinstance(config, str):
         with open(config) as f:
             config = json.load(f)
-    config = config or VC2_CONFIG
+    config = check_config(config or VC2_CONFIG)  # before the download or any read: a bad config fails at once
     path = source or download_vc2()
     sd = ckpt_state_dict(path) if path.endswith(".ckpt") else read_state_dict(path)
     parts = dict(unet=UNet(**config["unet"]), vae=AutoencoderKL(**config["vae"]), text=TextEncoder(**config["text"]))

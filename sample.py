@@ -8,6 +8,7 @@ DDIM loop on its clip, the temporal layers see the whole video through clip_para
 at step s is drawn from a generator keyed by (seed, s, f).
 """
 import argparse
+import functools
 import json
 import logging
 import math
@@ -177,7 +178,7 @@ def generate_clip(comm, parts, s, contexts, device, progress=None):
     seg = torch.tensor(segment_of_frame(s.frames, len(cond))[start:stop])
     # cond and uncond as one batch of 2; each frame gets its segment's text: (2, n, 77, d)
     context = torch.stack([cond[seg], uncond.expand(len(frames), -1, -1)]).to(device)
-    latent = (4, s.height // 8, s.width // 8)  # one frame of the latent video
+    latent = (unet.input_blocks[0][0].in_channels, s.height // 8, s.width // 8)  # one frame of the latent video
     x_T = frame_noise(s.seed, 0, frames, latent).to(device)
     schedule = make_schedule(s.steps, s.eta)
 
@@ -206,12 +207,17 @@ def encode_prompts(parts, prompts, device):
     return ctx[:-1], ctx[-1:]
 
 
+UMASK = os.umask(0o022)  # read once at import (os.umask can only be read by setting it), then put back
+os.umask(UMASK)
+
+
 def write_atomically(path, write):
     """write(tmp_path), then rename to path: a failure or Ctrl-C never leaves a half-written file."""
     root, ext = os.path.splitext(path)
     tmp = f"{root}.partial{ext}"  # keeps the extension: imageio picks the format from it
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~UMASK)  # as open() makes it: safetensors creates its files 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -244,8 +250,8 @@ class Parser(argparse.ArgumentParser):
 def parse_args(argv=None):
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     a = p.add_argument
-    a("--prompt", action="append", default=[], help="text prompt; repeat it for a multi-prompt video: "
-      "P prompts split the timeline into P equal segments")
+    a("--prompt", action="append", default=[], help="text prompt (not empty: the empty prompt is the unconditional "
+      "one); repeat it for a multi-prompt video: P prompts split the timeline into P equal segments")
     a("--prompts", metavar="FILE", help="read the prompts from a text file, one per line (instead of --prompt)")
     a("--frames", type=int, default=64, help="video length in frames (default 64; the paper's headline: 2300)")
     a("--height", type=int, default=320, help="video height in pixels, a multiple of 64 (default 320)")
@@ -257,13 +263,13 @@ def parse_args(argv=None):
     a("--guidance", type=float, default=12.0, help="classifier-free guidance scale, >= 0 (default 12)")
     a("--fps", type=int, default=24, help="fps conditioning of the UNet (default 24, as Video-Infinity; VC2 uses 28)")
     a("--save-fps", type=int, default=8, help="frame rate of the written mp4 (default 8)")
-    a("--seed", type=int, default=0, help="random seed (default 0); the video depends on it, not on the number "
-      "of ranks")
+    a("--seed", type=int, default=0, help="random seed, 0..2**63-1 (default 0); the video depends on it, not on the "
+      "number of ranks")
     a("--local-window", type=int, default=8, help="dual-scope local window w: frames per side (default 8)")
     a("--global-frames", type=int, default=16, help="dual-scope global frames k spread over the video (default 16)")
-    a("--switch-timestep", type=int, default=800, help="bias phases: t >= this favours global frames, "
+    a("--switch-timestep", type=int, default=800, help="bias phases, 0..1000: t >= this favours global frames, "
       "below it local ones (default 800)")
-    a("--bias", type=float, default=10.0, help="logit bias of the favoured scope in each phase (default 10)")
+    a("--bias", type=float, default=10.0, help="logit bias (>= 0) of the favoured scope in each phase (default 10)")
     a("--dtype", choices=["bf16", "fp16", "fp32"], help="model dtype (default bf16 on GPU, fp32 on CPU)")
     a("--checkpoint", metavar="PATH", help="local VC2 model.ckpt or .safetensors (default: download "
       "VideoCrafter/VideoCrafter2 model.ckpt from the Hugging Face Hub). A .ckpt is converted once to "
@@ -271,7 +277,8 @@ def parse_args(argv=None):
     a("--model-config", metavar="PATH", help="JSON model config (default: VideoCrafter2's sizes; see docs/usage.md)")
     a("--random-weights", action="store_true", help="skip loading: random weights, for benchmarks (makes noise; "
       "not with --checkpoint)")
-    a("--emulate", type=int, metavar="N", help="run N emulated ranks in this process (CPU debugging, tests)")
+    a("--emulate", type=int, metavar="N", help="run N emulated ranks in this process (CPU debugging, tests; not "
+      "under torchrun)")
     a("--compile", action="store_true", help="torch.compile the UNet's per-frame layers and the clip-parallel "
       "arithmetic between communication stages: faster UNet forwards on a GPU after a one-off compile at the first "
       "step (see docs/BENCH.md; not with --emulate or --plain)")
@@ -279,8 +286,8 @@ def parse_args(argv=None):
       "forms of fast.py (the same numbers up to rounding; on GPUs the fast forms are the default, on CPU the plain)")
     a("--decode-batch", type=int, default=8, help="frames per VAE decode call, bounds decode memory (default 8)")
     a("--out", default="out/video.mp4", help="output mp4; a JSON sidecar with every setting is written "
-      "beside it (default out/video.mp4)")
-    a("--overwrite", action="store_true", help="replace an existing --out file")
+      "beside it, OUT.json (default out/video.mp4; its folder is made when the video is written)")
+    a("--overwrite", action="store_true", help="replace an existing --out file and the files beside it")
     a("--save-latents", action="store_true", help="also write the final latents (T, 4, h, w) and the exact uint8 "
       "frames (the mp4 is lossy) to OUT.latents.safetensors, e.g. to compare runs")
     args = p.parse_args(argv)
@@ -305,6 +312,10 @@ def read_prompts(args):
         return prompts
     if not args.prompt:
         raise UserError("no prompt: give --prompt TEXT (repeatable) or --prompts FILE")
+    for p in args.prompt:  # "" is the unconditional prompt: guidance would push away from the text it follows
+        if not p.strip():
+            raise UserError(f"--prompt {p!r} is empty: the empty prompt is the unconditional one (guidance then does "
+                            "nothing); describe the video")
     return args.prompt
 
 
@@ -321,8 +332,12 @@ def read_model_config(path):
     if missing:
         raise UserError(f"--model-config: {path!r} has no {', '.join(missing)} section (an object each, as "
                         f"model.VC2_CONFIG)")
+    try:  # every field's type and range, and the sizes the parts share
+        model.check_config(config)
+    except ValueError as e:
+        raise UserError(f"--model-config: {e}") from None
     for name, cls in (("unet", model.UNet), ("vae", model.AutoencoderKL), ("text", model.TextEncoder)):
-        try:  # built on the meta device: the constructors' own checks, no memory, no weights
+        try:  # built on the meta device: the constructors' own checks (VC2's flags), no memory, no weights
             with torch.device("meta"):
                 cls(**config[name])
         except (TypeError, ValueError, KeyError) as e:
@@ -334,13 +349,11 @@ def check_args(args):
     def need(ok, message):
         if not ok:
             raise UserError(message)
-    for name in ("height", "width"):
-        v = getattr(args, name)
-        need(v % 64 == 0 and 64 <= v <= 4096, f"--{name} must be a multiple of 64 in 64..4096 (the latent is "
-             f"1/8 of it and the UNet halves it 3 times), got {v}")
     need(args.frames >= 1, f"--frames must be >= 1, got {args.frames}")
     need(not (args.compile and args.emulate), "--compile does not combine with --emulate (emulated ranks are threads)")
     need(not (args.compile and args.plain), "--compile does not combine with --plain (it compiles the fast forms)")
+    need(not (args.emulate and "WORLD_SIZE" in os.environ), "--emulate does not combine with torchrun (every "
+         "process would run all the emulated ranks and write the same files)")
     need(1 <= args.steps <= 1000, f"--steps must be in 1..1000, got {args.steps}")
     for name in ("guidance", "eta", "bias"):
         need(math.isfinite(getattr(args, name)), f"--{name} must be a finite number, got {getattr(args, name)}")
@@ -348,36 +361,153 @@ def check_args(args):
     # DDIM's sigma_t = eta * sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)): above 1 the direction term
     # sqrt(1 - a_prev - sigma_t^2) is the root of a negative number at some steps
     need(0 <= args.eta <= 1, f"--eta must be in 0..1, got {args.eta}")
-    need(not (args.random_weights and args.checkpoint), "--random-weights does not combine with --checkpoint")
-    args.config = read_model_config(args.model_config) if args.model_config else None  # read and checked once
+    need(args.bias >= 0, f"--bias must be >= 0 (the logit bonus of the favoured scope), got {args.bias}")
+    need(0 <= args.switch_timestep <= 1000, f"--switch-timestep must be in 0..1000 (diffusion timesteps: 0 favours "
+         f"global frames throughout, 1000 local ones), got {args.switch_timestep}")
     need(args.local_window >= 0, f"--local-window must be >= 0, got {args.local_window}")
     need(args.global_frames >= 0, f"--global-frames must be >= 0, got {args.global_frames}")
     need(args.decode_batch >= 1, f"--decode-batch must be >= 1, got {args.decode_batch}")
     need(args.save_fps >= 1 and args.fps >= 1, "--fps and --save-fps must be >= 1")
+    need(0 <= args.seed < 2 ** 63, f"--seed must be in 0..2**63-1, got {args.seed}")
     need(args.emulate is None or args.emulate >= 1, f"--emulate must be >= 1, got {args.emulate}")
     need(len(args.prompt) <= args.frames, f"{len(args.prompt)} prompts for {args.frames} frames: "
          "each prompt needs at least one frame")
+    need(not (args.random_weights and args.checkpoint), "--random-weights does not combine with --checkpoint")
+    need(not args.checkpoint or os.path.isfile(args.checkpoint), f"checkpoint {args.checkpoint!r} "
+         f"{'is a folder, not a file' if os.path.isdir(args.checkpoint or '') else 'does not exist'}")
+    args.config = read_model_config(args.model_config) if args.model_config else None  # read and checked once
+    config = args.config or model.VC2_CONFIG
+    # the latent is 1/8 of the frame, and the UNet halves it once per level but the last
+    multiple = 8 * 2 ** (len(config["unet"]["channel_mult"]) - 1)
+    for name in ("height", "width"):
+        v = getattr(args, name)
+        need(v % multiple == 0 and multiple <= v <= 4096, f"--{name} must be a multiple of {multiple} in "
+             f"{multiple}..4096 (the latent is 1/8 of it and the UNet halves it "
+             f"{len(config['unet']['channel_mult']) - 1} times), got {v}")
     ranks = args.emulate or int(os.environ.get("WORLD_SIZE", 1))
     need(args.frames >= ranks, f"--frames ({args.frames}) must be >= the number of ranks ({ranks}): "
          "every rank needs a frame")
-    need(args.out.endswith(".mp4"), f"--out must end in .mp4, got {args.out!r}")
+    check_out(args)
+    check_size(args, config, ranks)
+
+
+def check_out(args):
+    """--out and the files beside it: refused now if they exist (without --overwrite) or cannot be written. The
+    folder is only created when the video is written, so a failure before that leaves nothing behind."""
+    if not args.out.endswith(".mp4"):
+        raise UserError(f"--out must end in .mp4, got {args.out!r}")
+    if os.path.isdir(args.out):
+        raise UserError(f"--out {args.out!r} is a folder; expected the path of the mp4 to write")
     if os.path.exists(args.out) and not args.overwrite:
         raise UserError(f"--out {args.out!r} exists; pass --overwrite to replace it")
+    root = os.path.splitext(args.out)[0]
+    for path in [root + ".json"] + ([root + ".latents.safetensors"] if args.save_latents else []):  # beside it
+        if os.path.isdir(path):
+            raise UserError(f"--out: {path!r} (written beside the mp4) is a folder")
+        if os.path.exists(path) and not args.overwrite:
+            raise UserError(f"--out: {path!r} exists; pass --overwrite to replace it")
     folder = os.path.dirname(os.path.abspath(args.out))
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--out: cannot create folder {folder!r} ({e.strerror})") from None
+    existing = folder
+    while not os.path.exists(existing):  # the deepest folder that exists: the rest is made when writing
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f"--out: cannot create folder {folder!r} ({existing!r} is a file)")
     try:  # a real write, checked before any compute (os.access says yes to root even on read-only places)
-        with tempfile.NamedTemporaryFile(dir=folder):
+        with tempfile.NamedTemporaryFile(dir=existing):
             pass
     except OSError as e:
-        raise UserError(f"--out: folder {folder!r} is not writable ({e.strerror})") from None
+        raise UserError(f"--out: folder {existing!r} is not writable ({e.strerror})") from None
     try:  # imageio writes mp4 through imageio-ffmpeg's ffmpeg binary: find out now, not after all the compute
         import imageio_ffmpeg
         imageio_ffmpeg.get_ffmpeg_exe()
     except (ImportError, RuntimeError) as e:
         raise UserError(f"--out: writing mp4 needs ffmpeg: pip install imageio-ffmpeg ({e})") from None
+
+
+# -----------------------------------------------------------------------------
+# Will it fit, and how long will it take? An estimate from the model config, before anything is built.
+#
+# Measured (bench.py, H200, bf16, full-size VC2 at 320x512, latent 40x64): the weights are 3.4 GiB; one denoising
+# step over n frames per GPU (batch 2 for guidance) peaks at 11.1 GiB at n = 128 and 22.0 GiB at n = 288, i.e.
+# 0.068 GiB per frame; a UNet forward costs 1.6 TFLOP per frame (batch 2). Scaled to other configs and sizes the
+# simple way: activations grow with the UNet's width and the latent's pixels and the dtype's bytes, FLOPs with the
+# width squared (convolutions and projections) and the pixels. An estimate, good to tens of percent, not a promise.
+GIB = 2 ** 30
+VC2_GIB_PER_FRAME = 0.068  # batch 2, bf16, model_channels 320, latent 40x64
+VC2_FLOP_PER_FRAME = 1.6e12  # one UNet forward, batch 2, model_channels 320, latent 40x64
+
+
+@functools.lru_cache(maxsize=None)
+def count_parameters(config_json):
+    config = json.loads(config_json)
+    with torch.device("meta"):  # sizes only: no memory, no weights
+        return sum(p.numel() for part, cls in (("unet", model.UNet), ("vae", model.AutoencoderKL),
+                                               ("text", model.TextEncoder)) for p in cls(**config[part]).parameters())
+
+
+def estimate_run(config, frames_per_rank, height, width, dtype_bytes):
+    """-> (bytes of weights, bytes of activations per rank in one denoising step, FLOPs per rank per step)."""
+    params = count_parameters(json.dumps(config, sort_keys=True))
+    width_ratio = config["unet"]["model_channels"] / 320
+    pixel_ratio = (height // 8) * (width // 8) / (40 * 64)
+    activations = VC2_GIB_PER_FRAME * GIB * width_ratio * pixel_ratio * dtype_bytes / 2 * frames_per_rank
+    flops = VC2_FLOP_PER_FRAME * width_ratio ** 2 * pixel_ratio * frames_per_rank
+    return params * dtype_bytes, activations, flops
+
+
+def device_memory(device):
+    """(bytes, name) of the device a rank computes on: a GPU's memory, or the machine's RAM."""
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return props.total_memory, props.name
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's RAM"
+
+
+def cpu_flops():
+    """FLOP/s of a float32 matmul on this CPU, measured in a fraction of a second: the most the UNet could do here."""
+    a = torch.randn(512, 512)
+    torch.mm(a, a)
+    t = time.perf_counter()
+    for _ in range(5):
+        torch.mm(a, a)
+    return 5 * 2 * 512 ** 3 / (time.perf_counter() - t)
+
+
+def check_size(args, config, ranks):
+    """Refuse a video that cannot fit in the device's memory (saying what would); warn of a run of hours on a CPU."""
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    dtype = args.dtype or ("bf16" if cuda else "fp32")
+    dtype_bytes = 4 if dtype == "fp32" else 2
+    per_rank = -(-args.frames // ranks)  # the longest clip
+    weights, activations, flops = estimate_run(config, per_rank, args.height, args.width, dtype_bytes)
+    # emulated ranks are threads of one process: one model, every clip's activations at once; real ranks on a CPU
+    # host share its RAM
+    threads = args.emulate or 1
+    sharing = 1 if cuda else int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    video = args.frames * args.height * args.width * 3 * 2  # rank 0 gathers the uint8 frames, and the mp4 writer
+    need = sharing * (weights + threads * activations) + video
+    have, name = device_memory(device)
+    if need > have:
+        # the most frames per rank that fit: have = sharing * (weights + threads * per_frame * f) + ranks * f * frame
+        per_frame, frame = activations / per_rank, video / args.frames
+        fit = int((have - sharing * weights) / (sharing * threads * per_frame + ranks * frame))
+        where = (f"{fit} frames per GPU fit; the {args.frames} frames need about "
+                 f"{-(-args.frames // fit)} GPUs (torchrun --nproc_per_node)" if cuda and fit > 0 else
+                 f"about {fit * ranks} frames fit at this size" if fit > 0 else
+                 "not even the weights and one frame fit: a smaller --model-config or size")
+        raise UserError(f"--frames {args.frames} at {args.height}x{args.width} ({dtype}, {per_rank} frames per rank) "
+                        f"needs about {need / GIB:,.1f} GiB per {'GPU' if cuda else 'machine'} (an estimate from the "
+                        f"model config), more than the {have / GIB:,.1f} GiB of {name}: {where}")
+    if not cuda and int(os.environ.get("RANK", 0)) == 0:
+        evals = len(make_schedule(args.steps, args.eta).timesteps)
+        work = evals * flops * threads * sharing  # every clip on this host shares its cores
+        seconds = work / cpu_flops() if work > 600e12 else 0  # measured only where 1 TFLOP/s would take 10 min
+        if seconds > 600:
+            log.warning("on this CPU the %d denoising steps will take roughly %s or more (%.1f TFLOP per step per "
+                        "rank, an estimate from the model config); a GPU, fewer --frames or a smaller size is faster",
+                        evals, f"{seconds / 3600:.1f} hours" if seconds > 5400 else f"{seconds / 60:.0f} minutes",
+                        flops / 1e12)
 
 
 def pick_dtype(args, device):
@@ -443,26 +573,30 @@ def run(args):
 
     t = time.perf_counter()
     speed = args.compile or (device.type == "cuda" and not args.plain)  # the fast forms: GPUs, unless --plain
-    with parallel_temporal_layers(parts["unet"], scope), \
-            fast.accelerate(parts["unet"], compile=args.compile) if speed else nullcontext():
-        if real:
-            comm = DistComm()
-            video, latents, t_denoised = generate_clip(comm, parts, s, contexts, device, progress if rank0 else None)
-            video, latents = gather_to_rank0(video, comm), gather_to_rank0(latents.float(), comm)
-            ranks = comm.world_size
-        else:
-            ranks = args.emulate or 1
-            results = run_ranks(ranks, lambda comm: generate_clip(comm, parts, s, contexts, device,
-                                                                  progress if comm.rank == 0 else None))
-            video, latents = (torch.cat([r[i] for r in results]) for i in (0, 1))
-            t_denoised = results[0][2]
-    if bar is not None:
-        bar.close()
+    try:
+        with parallel_temporal_layers(parts["unet"], scope), \
+                fast.accelerate(parts["unet"], compile=args.compile) if speed else nullcontext():
+            if real:
+                comm = DistComm()
+                video, latents, t_denoised = generate_clip(comm, parts, s, contexts, device,
+                                                           progress if rank0 else None)
+                video, latents = gather_to_rank0(video, comm), gather_to_rank0(latents.float(), comm)
+                ranks = comm.world_size
+            else:
+                ranks = args.emulate or 1
+                results = run_ranks(ranks, lambda comm: generate_clip(comm, parts, s, contexts, device,
+                                                                      progress if comm.rank == 0 else None))
+                video, latents = (torch.cat([r[i] for r in results]) for i in (0, 1))
+                t_denoised = results[0][2]
+    finally:  # on Ctrl-C and errors too: the message that follows starts a line of its own
+        if bar is not None:
+            bar.close()
     timings["denoise"] = t_denoised - t
     timings["decode"] = time.perf_counter() - t_denoised
     if not rank0:
         return None
     t = time.perf_counter()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)  # made now: no empty folder on failure
     write_video(args.out, video, args.save_fps)
     root = os.path.splitext(args.out)[0]
     if args.save_latents:
@@ -471,7 +605,7 @@ def run(args):
         write_atomically(root + ".latents.safetensors", lambda tmp: save_file(tensors, tmp))
     timings["write"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
-    sidecar = dict(settings=vars(args), world_size=ranks, emulated=not real, device=str(device),
+    sidecar = dict(settings=vars(args), world_size=ranks, emulated=args.emulate is not None, device=str(device),
                    dtype=str(dtype).replace("torch.", ""), frames_written=len(video), timings=timings,
                    peak_memory_gib=torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None)
 
@@ -506,8 +640,9 @@ def main(argv=None):
         if rank == 0 or "WORLD_SIZE" not in os.environ or torch.distributed.is_initialized():
             print(f"sample.py: error: {e} (see --help)", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"sample.py: interrupted (rank {rank}); no output written", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C reaches every rank: one line, from rank 0
+        if rank == 0:
+            print("sample.py: interrupted; no output written", file=sys.stderr)
         return 130
     finally:
         if torch.distributed.is_initialized():

@@ -12,8 +12,10 @@ attention.
 """
 import argparse
 import json
+import math
 import os
 import sys
+import tempfile
 from contextlib import nullcontext
 
 import torch
@@ -164,8 +166,19 @@ def plot_scope(frames, ranks, scope, path, px=8):
     return svg
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, `PROG: error: MESSAGE (see --help)`, exit code 2, from rank 0 only (under
+    torchrun every rank checks the same arguments). Also bench.py's."""
+
+    def error(self, message):
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="simulate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+               allow_abbrev=False)
     p.add_argument("--frames", type=int, default=48, help="video length T in latent frames (default 48)")
     p.add_argument("--ranks", type=int, default=4, help="check every N from 1 to this many emulated ranks "
                    "(ignored under torchrun, where the world size is N; default 4)")
@@ -175,10 +188,11 @@ def parse_args(argv=None):
                    "default 16)")
     p.add_argument("--width", type=int, default=16, help="latent width, a multiple of 8 (image width / 8; default 16)")
     p.add_argument("--timestep", type=int, nargs=2, default=[900, 300],
-                   help="diffusion timesteps of the two batch elements (one per bias phase; default 900 300)")
+                   help="diffusion timesteps of the two batch elements, 0..999 (one per bias phase; default 900 300)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (default 0)")
     p.add_argument("--checkpoint", help="use real weights: a VC2 model.ckpt or .safetensors (default: tiny random UNet)")
-    p.add_argument("--config", help="JSON model config for --checkpoint (default: VideoCrafter2's sizes)")
+    p.add_argument("--config", help="JSON model config of --checkpoint (default: VideoCrafter2's sizes; only with "
+                   "--checkpoint)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                    help="compute dtype on both sides (default float32). float64 shows the methods agree beyond "
                         "rounding: random-weight UNets amplify float32 rounding by different amounts for different inputs")
@@ -188,24 +202,85 @@ def parse_args(argv=None):
                    help="torch.compile the fast forms (fast.accelerate) before their clip-parallel forward, to "
                         "check the compiled path; torchrun only. BACKEND: inductor (default, for GPUs) or eager "
                         "(dynamo's capture without code generation: seconds on a CPU)")
-    p.add_argument("--plot", metavar="PATH", help="also write an SVG picture of the key frames each query frame "
-                   "attends to (local, global, the rank clips)")
+    p.add_argument("--plot", metavar="PATH", help="also write an SVG picture (PATH ends in .svg) of the key frames "
+                   "each query frame attends to (local, global, the rank clips)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)
     if args.tolerance is None:
         args.tolerance = 1e-5 if args.dtype == "float32" else 1e-10
+    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        p.error(f"--tolerance must be a finite number >= 0, got {args.tolerance}")
     for name in ("frames", "ranks"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     check_latent_size(p, args)
+    if any(not 0 <= t <= 999 for t in args.timestep):
+        p.error(f"--timestep must be two diffusion timesteps in 0..999, got {' '.join(map(str, args.timestep))}")
+    if not 0 <= args.seed < 2 ** 63:
+        p.error(f"--seed must be in 0..2**63-1, got {args.seed}")
     if args.compile and "WORLD_SIZE" not in os.environ:
         p.error("--compile needs real ranks (torchrun): emulated ranks are threads of one process")
-    if args.ranks > args.frames and "WORLD_SIZE" not in os.environ:  # torchrun: main_torchrun checks its world size
+    if args.compile and args.compile not in torch.compiler.list_backends(exclude_tags=()):
+        p.error(f"--compile: unknown backend {args.compile!r} (known: "
+                f"{', '.join(torch.compiler.list_backends())})")
+    world = int(os.environ.get("WORLD_SIZE", 0))
+    if world > args.frames:  # checked by every rank before anything is built; rank 0 says it
+        p.error(f"--frames ({args.frames}) must be >= the number of ranks ({world}): every rank needs a frame")
+    if args.ranks > args.frames and not world:
         p.error(f"--ranks ({args.ranks}) must not exceed --frames ({args.frames}): every rank needs a frame")
     for name in ("local_window", "global_frames"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.config and not args.checkpoint:
+        p.error("--config is the config of --checkpoint: without one the tiny random UNet runs")
+    if args.checkpoint and not os.path.isfile(args.checkpoint):
+        p.error(f"--checkpoint {args.checkpoint!r} "
+                f"{'is a folder, not a file' if os.path.isdir(args.checkpoint) else 'does not exist'}")
+    if args.config:
+        import sample
+        try:  # read and fully checked now, not after the model is built
+            args.config = sample.read_model_config(args.config)
+        except sample.UserError as e:
+            p.error(str(e).replace("--model-config", "--config"))
+    check_reference_fits(p, args)
+    if args.plot and not args.plot.endswith(".svg"):
+        p.error(f"--plot must end in .svg, got {args.plot!r}")
+    if args.plot and args.frames > 300:  # up to frames x frames cells, one SVG rectangle each
+        p.error(f"--plot draws a cell per (query, key) frame pair: at most 300 frames, got {args.frames}")
+    for name in ("plot", "json"):  # found out now, not after the whole compute
+        check_writable(p, f"--{name}", getattr(args, name))
     return args
+
+
+def check_reference_fits(p, args):
+    """The single-device reference attends densely over every pair of frames: its memory grows with frames^2. Measured
+    on a CPU (float32, this tiny UNet): about 200 bytes per pair of frames per latent pixel (peak 2.5 GB at 200 frames
+    of 16x16, 400 of 8x8); an estimate, refused before anything is built where it cannot fit."""
+    import sample
+    cuda = "WORLD_SIZE" in os.environ and torch.cuda.is_available()  # torchrun on GPUs: rank 0's GPU holds it
+    have, name = sample.device_memory(torch.device("cuda", 0) if cuda else torch.device("cpu"))
+    per_pair = 200 * (2 if args.dtype == "float64" else 1) * args.height * args.width
+    if per_pair * args.frames ** 2 > have:
+        p.error(f"--frames {args.frames} at a {args.height}x{args.width} latent: the single-device reference (dense "
+                f"attention over every pair of frames) needs about {per_pair * args.frames ** 2 / 2 ** 30:,.0f} GiB "
+                f"(an estimate), more than the {have / 2 ** 30:,.1f} GiB of {name}: at most about "
+                f"{int((have / per_pair) ** 0.5)} frames at this size")
+
+
+def check_writable(p, flag, path):  # also bench.py's
+    """A file PATH can be written: its folder exists and takes a file, PATH is not a folder."""
+    if not path:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        p.error(f"{flag} {path!r} is a folder; expected a file path")
+    if not os.path.isdir(folder):
+        p.error(f"{flag}: folder {folder!r} does not exist")
+    try:  # a real write (os.access says yes to root even on read-only places)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        p.error(f"{flag}: folder {folder!r} is not writable ({e.strerror})")
 
 
 def check_latent_size(p, args):  # also bench.py's
@@ -224,14 +299,30 @@ def build(args, device):
     dtype = getattr(torch, args.dtype)
     unet = unet.eval().to(device=device, dtype=dtype)
     g = torch.Generator().manual_seed(args.seed + 1)
-    x = torch.randn(2, 4, args.frames, args.height, args.width, generator=g)
+    x = torch.randn(2, unet.input_blocks[0][0].in_channels, args.frames, args.height, args.width, generator=g)
     context = torch.randn(2, 77, unet.context_dim, generator=g)
     timesteps = torch.tensor(args.timestep)
     return unet, x.to(device, dtype), timesteps.to(device), context.to(device, dtype), 24
 
 
 def main(argv=None):
+    """Exit codes: 0 equal, 1 a difference above --tolerance (or a bug: traceback), 2 bad input (one line), 130
+    interrupted."""
     args = parse_args(argv)
+    rank = int(os.environ.get("RANK", 0))
+    try:
+        return compare(args)
+    except model.CheckpointError as e:  # found when reading it: truncated, not a checkpoint, wrong model
+        if rank == 0:
+            print(f"simulate.py: error: {e} (see --help)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C reaches every rank: one line, from rank 0
+        if rank == 0:
+            print("simulate.py: interrupted; no output written", file=sys.stderr)
+        return 130
+
+
+def compare(args):
     torch.set_grad_enabled(False)
     # A true float32 reference on GPUs too: PyTorch lets cuDNN convolutions use TF32 (10-bit mantissa) by default,
     # which would put ~1e-3 of rounding into the single-device side only (ClipTemporalConv is a float32 GEMM).
@@ -259,12 +350,15 @@ def main(argv=None):
 
 
 def finish(args, scope, results, ok):
+    from sample import write_atomically  # a Ctrl-C never leaves half a file
     if args.plot:
-        plot_scope(args.frames, max(r["ranks"] for r in results), scope, args.plot)
+        write_atomically(args.plot, lambda tmp: plot_scope(args.frames, max(r["ranks"] for r in results), scope, tmp))
         print(f"wrote {args.plot}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(settings=vars(args), results=results, ok=ok), f, indent=1)
+        def dump(tmp):
+            with open(tmp, "w") as f:
+                json.dump(dict(settings=vars(args), results=results, ok=ok), f, indent=1)
+        write_atomically(args.json, dump)
     print("all equal within tolerance" if ok else f"FAILED: a difference exceeds {args.tolerance}")
 
 
@@ -277,8 +371,6 @@ def main_torchrun(args, scope):
     try:
         comm = DistComm()
         unet, x, timesteps, context, fps = build(args, device)
-        if comm.world_size > args.frames:
-            raise SystemExit(f"error: {comm.world_size} ranks need at least as many --frames (got {args.frames})")
         start, stop = split_frames(args.frames, comm.world_size)[comm.rank]
         pieces = {}
         for form in ("plain", "fast"):

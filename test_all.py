@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from contextlib import nullcontext
@@ -1022,11 +1023,35 @@ def test_multi_prompt_segments(fake_checkpoint, ranks, monkeypatch):
 # -----------------------------------------------------------------------------
 # bad input and failures: clear errors, no hangs, nothing half-written
 #
-# Each row: what is wrong, the sample.py arguments, the message expected. `python test_all.py` prints the
-# README's table from these rows by running them, so the README shows the real messages.
+# Each row: what is wrong, the sample.py arguments, the message expected. `python test_all.py` writes the tables of
+# docs/errors.md from these rows (and simulate.py's and bench.py's below) by running them, so the docs show the real
+# messages; a test keeps them current.
+
+# --model-config fields: (what, the field as a path into tiny_config(), the value put there, the message expected)
+CONFIG_CASES = [
+    ("a string where an int belongs", ("unet", "model_channels"), "32", "unet.model_channels must be an int >= 1"),
+    ("a float where an int belongs", ("unet", "num_res_blocks"), 2.5, "unet.num_res_blocks must be an int >= 1"),
+    ("a negative size", ("text", "layers"), -1, "text.layers must be an int >= 1"),
+    ("true where an int belongs", ("vae", "embed_dim"), True, "vae.embed_dim must be an int >= 1"),
+    ("an int where a list belongs", ("unet", "channel_mult"), 2, "unet.channel_mult must be a non-empty list"),
+    ("attention at a level that does not exist", ("unet", "attention_resolutions"), [16],
+     "unet.attention_resolutions must be a list of levels' downsampling factors"),
+    ("a UNet width that GroupNorm cannot split", ("unet", "model_channels"), 48, "unet.model_channels must be a "
+     "multiple of 32"),
+    ("UNet context_dim != text encoder width", ("unet", "context_dim"), 64, "unet.context_dim must be text.width"),
+    ("UNet channels != VAE latent channels", ("vae", "embed_dim"), 8, "must be vae.embed_dim"),
+    ("text heads that do not divide the width", ("text", "heads"), 5, "text.width must be a multiple of text.heads"),
+    ("a text length other than the tokenizer's", ("text", "context_length"), 64, "text.context_length must be 77"),
+    ("a VAE that is not 8x", ("vae", "ddconfig", "ch_mult"), [1, 2], "vae.ddconfig.ch_mult must be 4 levels long"),
+    ("scale_factor not a number", ("scale_factor",), "0.18", "scale_factor must be a positive finite number"),
+    ("scale_factor 0", ("scale_factor",), 0, "scale_factor must be a positive finite number"),
+    ("a misspelt key", ("scale_facter",), 0.18, "unknown key scale_facter"),
+    ("a VC2 flag VC2 does not use", ("unet", "use_linear"), False, "use_linear=False is not supported"),
+]
 
 ERROR_CASES = [
     ("checkpoint: missing path", ["--checkpoint", "{tmp}/nope.ckpt"], "does not exist"),
+    ("checkpoint: a folder", ["--checkpoint", "{tmp}"], "is a folder, not a file"),
     ("checkpoint: not a checkpoint", ["--checkpoint", "{tmp}/junk.ckpt"], "is not a torch checkpoint"),
     ("checkpoint: a pickle that would execute code", ["--checkpoint", "{tmp}/evil.ckpt"],
      "would run code when unpickled: refused"),
@@ -1052,41 +1077,74 @@ ERROR_CASES = [
     ("--model-config missing", ["--model-config", "{tmp}/nope.json"], "--model-config: cannot read"),
     ("--model-config not JSON", ["--model-config", "{tmp}/empty.txt"], "is not JSON"),
     ("--model-config without a section", ["--model-config", "{tmp}/novae.json"], "has no vae section"),
-    ("--model-config with a wrong key", ["--model-config", "{tmp}/badkey.json"], "section unet: UNet: unknown config"),
+    ("--model-config with a wrong key", ["--model-config", "{tmp}/badkey.json"], "unknown key unet.flux"),
     ("--random-weights with --checkpoint", ["--random-weights"], "--random-weights does not combine with --checkpoint"),
     ("more prompts than frames", ["--frames", "2", "--prompt", "b", "--prompt", "c"], "3 prompts for 2 frames"),
     ("--out in a folder that cannot be created", ["--out", "{tmp}/junk.ckpt/video.mp4"], "cannot create folder"),
     ("--out in a folder that is not writable", ["--out", "/proc/video.mp4"], "is not writable"),
     ("--out exists", ["--out", "{tmp}/exists.mp4"], "exists; pass --overwrite"),
-]
+    ("--out's JSON sidecar exists", ["--out", "{tmp}/side.mp4"], "side.json' exists; pass --overwrite"),
+    ("--out's latents file exists (--save-latents)", ["--out", "{tmp}/lat.mp4", "--save-latents"],
+     "lat.latents.safetensors' exists; pass --overwrite"),
+    ("--out names a folder", ["--out", "{tmp}/folder.mp4"], "is a folder; expected the path of the mp4"),
+    ("--out not an mp4", ["--out", "{tmp}/video.avi"], "--out must end in .mp4"),
+    ("empty --prompt (the unconditional prompt)", ["--prompt", None, "--prompt", " "], "is empty: the empty prompt"),
+    ("--prompt and --prompts", ["--prompts", "{tmp}/empty.txt"], "give --prompt or --prompts, not both"),
+    ("--prompts file missing", ["--prompt", None, "--prompts", "{tmp}/nope.txt"], "--prompts: cannot read"),
+    ("--switch-timestep outside 0..1000", ["--switch-timestep", "1001"], "--switch-timestep must be in 0..1000"),
+    ("negative --bias", ["--bias", "-1"], "--bias must be >= 0"),
+    ("--eta nan", ["--eta", "nan"], "--eta must be a finite number"),
+    ("negative --seed", ["--seed", "-1"], "--seed must be in 0..2**63-1"),
+    ("--fps 0", ["--fps", "0"], "--fps and --save-fps must be >= 1"),
+    ("--decode-batch 0", ["--decode-batch", "0"], "--decode-batch must be >= 1"),
+    ("--emulate 0", ["--emulate", "0"], "--emulate must be >= 1"),
+    ("--compile with --emulate", ["--compile", "--emulate", "2"], "--compile does not combine with --emulate"),
+    ("--frames that cannot fit in memory", ["--frames", "100000000"], "needs about"),
+    ("--steps not a number", ["--steps", "ten"], "argument --steps: invalid int value"),
+    ("--dtype unknown", ["--dtype", "fp8"], "argument --dtype: invalid choice"),
+] + [(f"--model-config: {what}", ["--model-config", f"{{tmp}}/config_{i}.json"], message)
+     for i, (what, _, _, message) in enumerate(CONFIG_CASES)]
+
+
+CHECKPOINT_FILES = {}  # checkpoint -> {name: bytes} of the bad checkpoints made from it: made once, written per row
 
 
 def error_inputs(folder, checkpoint):
     """The bad files the checkpoint rows name, made from a good checkpoint."""
     folder = str(folder)
-    with open(os.path.join(folder, "junk.ckpt"), "wb") as f:
-        f.write(b"not a checkpoint")
-
-    class Evil:
-        def __reduce__(self):
-            return (os.system, ("echo pwned",))
-    torch.save({"state_dict": Evil()}, os.path.join(folder, "evil.ckpt"))
-    good = model.read_state_dict(checkpoint)
-    from safetensors.torch import save_file
-    save_file({k: v.contiguous() for k, v in good.items() if "time_embed" not in k},
-              os.path.join(folder, "wrong.safetensors"))
-    save_file({k: v.contiguous() for k, v in good.items()}, os.path.join(folder, "full.safetensors"))
-    data = open(os.path.join(folder, "full.safetensors"), "rb").read()
-    with open(os.path.join(folder, "cut.safetensors"), "wb") as f:
-        f.write(data[: len(data) // 2])
+    if checkpoint not in CHECKPOINT_FILES:
+        from safetensors.torch import save
+        class Evil:
+            def __reduce__(self):
+                return (os.system, ("echo pwned",))
+        evil = os.path.join(folder, "evil.ckpt")
+        torch.save({"state_dict": Evil()}, evil)
+        good = model.read_state_dict(checkpoint)
+        full = save({k: v.contiguous() for k, v in good.items()})
+        CHECKPOINT_FILES[checkpoint] = {
+            "junk.ckpt": b"not a checkpoint", "evil.ckpt": open(evil, "rb").read(), "full.safetensors": full,
+            "wrong.safetensors": save({k: v.contiguous() for k, v in good.items() if "time_embed" not in k}),
+            "cut.safetensors": full[: len(full) // 2]}
+    for name, data in CHECKPOINT_FILES[checkpoint].items():
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(data)
     open(os.path.join(folder, "empty.txt"), "w").close()
     with open(os.path.join(folder, "latin1.txt"), "wb") as f:
         f.write("caf\xe9 au lait".encode("latin-1"))
-    for name, config in (("novae.json", dict(unet={}, text={})),
-                         ("badkey.json", dict(unet=dict(flux=1), vae={}, text={}))):
+    configs = [("novae.json", dict(unet={}, text={})), ("badkey.json", dict(unet=dict(flux=1), vae={}, text={}))]
+    for i, (_, field, value, _) in enumerate(CONFIG_CASES):  # the tiny config with one field wrong
+        config = tiny_config()
+        part = config
+        for key in field[:-1]:
+            part = part[key]
+        part[field[-1]] = value
+        configs.append((f"config_{i}.json", config))
+    for name, config in configs:
         with open(os.path.join(folder, name), "w") as f:
             json.dump(config, f)
-    open(os.path.join(folder, "exists.mp4"), "w").close()
+    for name in ("exists.mp4", "side.json", "lat.latents.safetensors"):
+        open(os.path.join(folder, name), "w").close()
+    os.mkdir(os.path.join(folder, "folder.mp4"))
 
 
 def run_error_case(argv, folder, checkpoint, config, capsys):
@@ -1100,7 +1158,8 @@ def run_error_case(argv, folder, checkpoint, config, capsys):
 
 
 def files_under(folder):
-    return sorted(os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs)
+    """Every file and folder under folder: an empty folder left behind counts too."""
+    return sorted(os.path.join(d, f) for d, ds, fs in os.walk(folder) for f in fs + ds)
 
 
 @pytest.mark.parametrize("what,argv,message", ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
@@ -1125,12 +1184,86 @@ def test_no_network_and_nothing_cached(tmp_path):
     assert "pass --checkpoint PATH" in proc.stderr and not os.path.exists(tmp_path / "v.mp4")
 
 
+def test_no_network_fails_in_seconds(tmp_path):
+    """Not offline, nothing cached, the Hub unreachable (a closed local port stands for no network): one request, no
+    retries (huggingface_hub alone retries for ~25 s), one line saying where the weights come from."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")
+    script = ("import time, model\n"
+              "t = time.time()\n"
+              "try:\n"
+              "    model.download_vc2()\n"
+              "except model.CheckpointError as e:\n"
+              "    print(f'{time.time() - t:.1f}', e)\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=HERE, env=env, capture_output=True, text=True,
+                          timeout=120)
+    seconds, message = proc.stdout.strip().split(" ", 1)
+    assert float(seconds) < 10 and proc.stderr == "", proc.stderr
+    assert message.startswith("could not download VideoCrafter/VideoCrafter2/model.ckpt and it is not cached")
+    for part in ("cannot reach http://127.0.0.1:9", "download model.ckpt (5.5 GB) of the Hugging Face repo "
+                 "VideoCrafter/VideoCrafter2", "pass --checkpoint PATH", "HF_HUB_OFFLINE=1"):
+        assert part in message, message
+
+
 def test_missing_mp4_writer_is_found_before_any_compute(fake_checkpoint, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # as if imageio-ffmpeg were not installed
     monkeypatch.setattr(sample, "load_parts", lambda *a: pytest.fail("loaded the model before checking the writer"))
     code, err = run_error_case([], tmp_path, *fake_checkpoint, capsys)
     assert code == 2 and "writing mp4 needs ffmpeg: pip install imageio-ffmpeg" in err and "Traceback" not in err
     assert files_under(tmp_path) == []
+
+
+def test_outputs_are_made_as_open_makes_files(fake_checkpoint, tmp_path):
+    """A plain run (no --emulate): the folder made at the end, mp4, sidecar and latents all with the mode open() gives
+    (safetensors alone makes 0600), the sidecar says it was not emulated; and a failure after the checks leaves no
+    folder behind."""
+    out = tmp_path / "new" / "v.mp4"
+    assert sample.main(sample_args(fake_checkpoint, out, "--frames", "2", "--steps", "1")) == 0
+    mode = 0o666 & ~sample.UMASK
+    assert {f: os.stat(tmp_path / "new" / f).st_mode & 0o777 for f in os.listdir(tmp_path / "new")} == \
+        {"v.mp4": mode, "v.json": mode, "v.latents.safetensors": mode}
+    side = json.loads((tmp_path / "new" / "v.json").read_text())
+    assert side["emulated"] is False and side["world_size"] == 1
+    failing = tmp_path / "never" / "v.mp4"
+    args = sample_args(fake_checkpoint, failing, "--frames", "2", "--steps", "1")
+    args[args.index("--checkpoint") + 1] = str(tmp_path / "new" / "v.latents.safetensors")  # no model in it
+    assert sample.main(args) == 2 and not (tmp_path / "never").exists()
+
+
+def test_memory_estimate_on_a_gpu(monkeypatch):
+    """Refused before anything is built, saying how many frames per GPU fit and how many GPUs the video needs. The
+    estimate (full-size VC2, bf16, 320x512) agrees with the measured peaks it is made from: 11.1 GiB at 128 frames
+    per GPU, 22.0 at 288 (weights: 3.4 GiB)."""
+    weights, acts, flops = sample.estimate_run(model.VC2_CONFIG, 128, 320, 512, 2)
+    assert abs(weights / 2 ** 30 - 3.4) < 0.1 and abs((weights + acts) / 2 ** 30 - 11.1) < 1.1
+    assert abs((weights + sample.estimate_run(model.VC2_CONFIG, 288, 320, 512, 2)[1]) / 2 ** 30 - 22.0) < 1.1
+    assert flops == pytest.approx(128 * 1.6e12)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(sample, "device_memory", lambda device: (80 * 2 ** 30, "an 80 GiB GPU"))
+    with pytest.raises(sample.UserError) as e:
+        sample.parse_args(["--prompt", "a", "--frames", "2300", "--out", "/tmp/never/v.mp4"])
+    message = str(e.value)
+    fit = int(message.split(": ")[-1].split(" frames per GPU fit")[0])
+    assert 900 <= fit <= 1200 and f"need about {-(-2300 // fit)} GPUs" in message, message
+    assert "more than the 80.0 GiB of an 80 GiB GPU" in message
+    monkeypatch.setenv("WORLD_SIZE", "8")  # 288 frames per GPU fit
+    assert sample.parse_args(["--prompt", "a", "--frames", "2300", "--out", "/tmp/never/v.mp4"]).frames == 2300
+
+
+def test_long_cpu_run_is_warned(monkeypatch, caplog):
+    """The default 320x512 on a CPU: a warning with roughly how long, from the config's FLOPs and the measured
+    matmul speed (faked here: 100 GFLOP/s), before anything is built."""
+    monkeypatch.setattr(sample, "cpu_flops", lambda: 100e9)
+    monkeypatch.setattr(sample, "device_memory", lambda device: (2 ** 40, "this machine's RAM"))
+    with caplog.at_level("WARNING"):
+        sample.parse_args(["--prompt", "a", "--out", "/tmp/never/v.mp4"])
+    hours = len(sample.make_schedule(50, 1.0).timesteps) * 64 * 1.6e12 / 100e9 / 3600  # 64 frames at 320x512
+    assert f"will take roughly {hours:.1f} hours" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        sample.parse_args(["--prompt", "a", "--out", "/tmp/never/v.mp4", "--frames", "2", "--height", "64",
+                           "--width", "64", "--steps", "2"])
+    assert "will take" not in caplog.text
 
 
 def test_long_prompt_is_truncated_with_a_warning(fake_checkpoint, tmp_path, caplog):
@@ -1240,38 +1373,176 @@ def test_ctrl_c_stops_every_rank_and_leaves_no_files(fake_checkpoint, tmp_path):
     assert not files_under(out)
 
 
-def test_readme_error_table_is_current():
-    readme = open(os.path.join(HERE, "README.md")).read()
-    assert error_table() in readme
+@pytest.mark.parametrize("script", ["sample.py", "simulate.py"])
+def test_ctrl_c_in_one_process_exits_130_with_one_line(script, tmp_path):
+    """SIGINT to a single-process run mid-compute (sample.py: once its progress bar shows a denoising step done;
+    simulate.py: once the first emulated run is reported): exit 130, one line, no files. sample.py used to abort the
+    interpreter (SIGABRT, exit 134: a rank thread still computing at exit), simulate.py printed a traceback."""
+    import signal
+    import time
+    _, config = make_fake_checkpoint(str(tmp_path))
+    out, log_path = tmp_path / "out", tmp_path / "log.txt"
+    args, ready = {"sample.py": (["--prompt", "x", "--random-weights", "--model-config", config, "--frames", "8",
+                                  "--height", "64", "--width", "64", "--steps", "500", "--out", str(out / "v.mp4")],
+                                 "| 1/"),
+                   "simulate.py": (["--frames", "32", "--ranks", "16", "--height", "16", "--width", "16", "--json",
+                                    str(out / "sim.json")], "1 emulated rank(s)")}[script]
+    out.mkdir() if script == "simulate.py" else None  # simulate.py writes into an existing folder
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, script, *args], cwd=HERE, stdout=log, stderr=log, text=True,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        deadline = time.time() + 90
+        while time.time() < deadline and ready not in log_path.read_text():  # computing now
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    err = log_path.read_text()
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith(script)]
+    assert proc.returncode == 130 and lines == [f"{script}: interrupted; no output written"], err[-2000:]
+    assert "Traceback" not in err and "terminate called" not in err and not files_under(tmp_path / "out")
+
+
+def test_error_table_is_current():
+    with open(os.path.join(HERE, "docs", "errors.md")) as f:
+        assert error_table() in f.read()
+
+
+SIMULATE_ERROR_CASES = [  # simulate.py after --frames 4 --ranks 2 --height 8 --width 8
+    ("--checkpoint missing", ["--checkpoint", "{tmp}/nope.ckpt"], "does not exist"),
+    ("--checkpoint not a checkpoint", ["--checkpoint", "{tmp}/junk.ckpt"], "is not a torch checkpoint"),
+    ("--checkpoint truncated", ["--checkpoint", "{tmp}/cut.safetensors", "--config", "{tmp}/config.json"],
+     "is truncated"),
+    ("--config without --checkpoint", ["--config", "{tmp}/config.json"], "--config is the config of --checkpoint"),
+    ("--config with a wrong key", ["--checkpoint", "{tmp}/full.safetensors", "--config", "{tmp}/badkey.json"],
+     "--config: model config: unknown key unet.flux"),
+    ("--plot in a folder that does not exist", ["--plot", "{tmp}/nodir/scope.svg"], "does not exist"),
+    ("--plot not an SVG", ["--plot", "{tmp}/scope.xyz"], "--plot must end in .svg"),
+    ("--json in a folder that is not writable", ["--json", "/proc/sim.json"], "is not writable"),
+    ("--json names a folder", ["--json", "{tmp}"], "is a folder; expected a file path"),
+    ("--timestep out of range", ["--timestep", "5000", "-3"], "--timestep must be two diffusion timesteps in 0..999"),
+    ("negative --tolerance", ["--tolerance", "-1"], "--tolerance must be a finite number >= 0"),
+    ("--frames 0", ["--frames", "0"], "--frames must be >= 1"),
+    ("--ranks above --frames", ["--frames", "1"], "--ranks (2) must not exceed --frames (1)"),
+    ("--frames too many for the dense reference", ["--frames", "100000"], "the single-device reference (dense "
+     "attention over every pair of frames) needs about"),
+    ("latent --height not a multiple of 8", ["--height", "12"], "--height (latent) must be a multiple of 8"),
+    ("negative --local-window", ["--local-window", "-1"], "--local-window must be >= 0"),
+    ("negative --seed", ["--seed", "-1"], "--seed must be in 0..2**63-1"),
+    ("--compile without torchrun", ["--compile"], "--compile needs real ranks (torchrun)"),
+    ("--dtype unknown", ["--dtype", "bf16"], "argument --dtype: invalid choice"),
+    ("a flag that does not exist", ["--frame", "3"], "unrecognized arguments: --frame 3"),
+]
+
+BENCH_ERROR_CASES = [  # bench.py (no GPU here: the full-size rows ask for one)
+    ("no GPU, no --tiny", [], "no GPU: the full-size UNet takes hours per table on a CPU; use --tiny"),
+    ("--frames-per-gpu 0", ["--frames-per-gpu", "8", "0"], "--frames-per-gpu must be >= 1 each, got [8, 0]"),
+    ("--iters 0", ["--tiny", "--iters", "0"], "--iters must be >= 1, got 0"),
+    ("latent --height not a multiple of 8", ["--tiny", "--height", "12"], "--height (latent) must be a multiple of 8"),
+    ("--timestep out of range", ["--tiny", "--timestep", "1000"], "--timestep must be in 0..999"),
+    ("--fps 0", ["--tiny", "--fps", "0"], "--fps must be >= 1"),
+    ("--json in a folder that does not exist", ["--tiny", "--json", "/nonexistent/b.json"],
+     "--json: folder '/nonexistent' does not exist"),
+    ("--profile names a folder", ["--tiny", "--profile", "{tmp}"], "is a folder; expected a file path"),
+    ("--e2e with forward-benchmark flags", ["--e2e", "--iters", "3", "--batch", "4"],
+     "--e2e does not use --batch, --iters"),
+    ("--e2e with a bad sample.py flag", ["--e2e", "--frames", "4", "--guidance", "-1"], "--guidance must be >= 0"),
+    ("--cuda-graph without a GPU", ["--tiny", "--cuda-graph"], "--cuda-graph needs a GPU (--tiny runs on the CPU)"),
+    ("a flag that does not exist", ["--tiny", "--frame", "3"], "unrecognized arguments: --frame 3"),
+]
+
+
+def run_case(script, argv, folder, checkpoint, config):
+    """One row of the tables: `script`'s main in this process ({tmp} -> folder) -> (exit code, stderr)."""
+    import contextlib
+    import io
+
+    import bench
+    argv = [a.replace("{tmp}", str(folder)) if a else a for a in argv]
+    main, base = {"sample.py": (sample.main, ["--prompt", "a", "--frames", "4", "--height", "64", "--width", "64",
+                                              "--steps", "1", "--checkpoint", checkpoint, "--model-config", config,
+                                              "--out", f"{folder}/out/video.mp4"]),
+                  "simulate.py": (simulate.main, ["--frames", "4", "--ranks", "2", "--height", "8", "--width", "8"]),
+                  "bench.py": (bench.main, [])}[script]
+    if argv[:2] == ["--prompt", None]:  # the row drops the default prompt
+        base, argv = base[2:], argv[2:]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(base + argv)
+        except SystemExit as e:  # argparse (simulate.py, bench.py)
+            code = e.code
+    return code, err.getvalue()
+
+
+def error_lines(script, err):
+    return [line for line in err.splitlines() if line.startswith(f"{script}: error:")]
+
+
+@pytest.mark.parametrize("script,what,argv,message",
+                         [("simulate.py", *c) for c in SIMULATE_ERROR_CASES] +
+                         [("bench.py", *c) for c in BENCH_ERROR_CASES],
+                         ids=[f"simulate: {c[0]}" for c in SIMULATE_ERROR_CASES] +
+                             [f"bench: {c[0]}" for c in BENCH_ERROR_CASES])
+def test_simulate_and_bench_bad_input_is_one_clear_line(script, what, argv, message, fake_checkpoint, tmp_path,
+                                                        monkeypatch):
+    """As sample.py's: one line, exit code 2, no traceback, before any compute, nothing written."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the rows are of a machine without a GPU
+    error_inputs(tmp_path, fake_checkpoint[0])
+    shutil.copy(fake_checkpoint[1], tmp_path / "config.json")
+    before = files_under(tmp_path)
+    code, err = run_case(script, argv, tmp_path, *fake_checkpoint)
+    lines = error_lines(script, err)
+    assert code == 2 and len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err and files_under(tmp_path) == before
+
+
+def test_simulate_more_ranks_than_frames_under_torchrun(tmp_path):
+    """torchrun --nproc_per_node 3 simulate.py --frames 2: the error once (rank 0), before any model is built."""
+    proc = torchrun(["--frames", "2", "--json", str(tmp_path / "sim.json")], "simulate.py", 3)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and error_lines("simulate.py", err) == [
+        "simulate.py: error: --frames (2) must be >= the number of ranks (3): every rank needs a frame (see --help)"]
+    assert 'simulate.py", line' not in err and not files_under(tmp_path)
+
+
+def test_bench_refuses_what_cannot_fit_on_the_gpu(monkeypatch, capsys):
+    """Before the first row (minutes on a GPU): the largest n against the GPU's memory, sample.py's estimate."""
+    import bench
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(sample, "device_memory", lambda device: (80 * 2 ** 30, "an 80 GiB GPU"))
+    with pytest.raises(SystemExit) as e:
+        bench.parse_args(["--frames-per-gpu", "128", "5000"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "5000 frames per GPU need about" in err and "more than the 80.0 GiB" in err
+    fit = int(err.split("at most about ")[1].split(" frames")[0])
+    assert 1000 <= fit <= 1300  # 80 GiB less 2.6 GiB of UNet weights, 0.068 GiB per frame (batch 2, bf16)
+    assert bench.parse_args(["--frames-per-gpu", "128", "288"]).frames_per_gpu == [128, 288]
+
+
+ERRORS_BEGIN, ERRORS_END = "<!-- the tables below: python test_all.py -->", "<!-- end of the tables -->"
 
 
 def error_table():
-    """The README's table of bad inputs and their messages, made by running every row."""
+    """docs/errors.md's tables of bad inputs and their messages, made by running every row (as on a machine without
+    a GPU, with 16 GiB of RAM)."""
     import tempfile
-
-    class Capture:
-        def readouterr(self):
-            import io
-            err = sys.stderr.getvalue()
-            sys.stderr.truncate(0)
-            sys.stderr.seek(0)
-            return type("R", (), {"err": err})()
-    rows = ["| input | message (exit code 2) |", "| --- | --- |"]
-    with tempfile.TemporaryDirectory() as folder:
+    from unittest import mock
+    sections = [ERRORS_BEGIN]
+    ram = lambda device: (16 * 2 ** 30, "this machine's RAM")  # noqa: E731 - the same table on every machine
+    with tempfile.TemporaryDirectory() as folder, tempfile.TemporaryDirectory() as tmp, \
+            mock.patch.object(torch.cuda, "is_available", lambda: False), mock.patch.object(sample, "device_memory", ram):
         ckpt = make_fake_checkpoint(folder)
-        for what, argv, _ in ERROR_CASES:
-            with tempfile.TemporaryDirectory() as tmp:
-                error_inputs(tmp, ckpt[0])
-                import io
-                real, sys.stderr = sys.stderr, io.StringIO()
-                try:
-                    _, err = run_error_case(argv, tmp, *ckpt, Capture())
-                finally:
-                    sys.stderr = real
-                line = next(x for x in err.splitlines() if x.startswith("sample.py: error:"))
-                line = line.replace(tmp, "<dir>").replace(folder, "<dir>").replace("sample.py: error: ", "")
-                rows.append(f"| {what} | `{line}` |")
-    return "\n".join(rows)
+        error_inputs(tmp, ckpt[0])  # one folder for every row: a row writes nothing
+        shutil.copy(ckpt[1], os.path.join(tmp, "config.json"))
+        for script, cases in (("sample.py", ERROR_CASES), ("simulate.py", SIMULATE_ERROR_CASES),
+                              ("bench.py", BENCH_ERROR_CASES)):
+            rows = [f"### `{script}`", "", "| input | message (exit code 2) |", "| --- | --- |"]
+            for what, argv, _ in cases:
+                _, err = run_case(script, argv, tmp, *ckpt)
+                line = error_lines(script, err)[0].replace(f"{script}: error: ", "")
+                rows.append(f"| {what} | `{line.replace(tmp, '<dir>').replace(folder, '<dir>')}` |")
+            sections.append("\n".join(rows))
+    return "\n\n".join(sections + [ERRORS_END])
 
 
 # -----------------------------------------------------------------------------
@@ -1291,22 +1562,6 @@ def test_bench_tiny(tmp_path):
         assert all(r[k] > 0 for k in ("ms", "ms_per_frame", "flops", "tflops", "mfu", "peak_gib", "gib_per_frame")), r
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--frames-per-gpu", "8", "0"], "--frames-per-gpu must be >= 1 each, got [8, 0]"),
-    (["--tiny", "--iters", "0"], "--iters must be >= 1, got 0"),
-    (["--tiny", "--height", "12"], "--height (latent) must be a multiple of 8"),
-    (["--tiny", "--json", "/nonexistent/b.json"], "--json: folder '/nonexistent' does not exist"),
-    (["--e2e", "--iters", "3", "--batch", "4"], "--e2e does not use --batch, --iters"),
-    (["--tiny", "--cuda-graph"], "--cuda-graph needs a GPU (--tiny runs on the CPU)"),
-])
-def test_bench_bad_input(argv, message, capsys):
-    """One line before any compute (the check and the timings take minutes on a GPU), exit code 2."""
-    import bench
-    with pytest.raises(SystemExit) as e:
-        bench.parse_args(argv)
-    assert e.value.code == 2 and message in capsys.readouterr().err
-
-
 def test_bench_e2e_tiny(fake_checkpoint, tmp_path):
     """bench.py --e2e: sample.py end to end with random weights (tiny config), per-phase timings in the JSON."""
     import bench
@@ -1319,6 +1574,12 @@ def test_bench_e2e_tiny(fake_checkpoint, tmp_path):
     assert res["prompt_to_mp4_s"] == pytest.approx(res["timings_s"]["total"] - res["timings_s"]["load"])
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # rewrites the tables of docs/errors.md from the rows above, and prints them
     torch.set_grad_enabled(False)
-    print(error_table())
+    path = os.path.join(HERE, "docs", "errors.md")
+    with open(path) as f:
+        text = f.read()
+    tables = error_table()
+    with open(path, "w") as f:
+        f.write(text[:text.index(ERRORS_BEGIN)] + tables + text[text.index(ERRORS_END) + len(ERRORS_END):])
+    print(tables)
