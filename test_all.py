@@ -1099,6 +1099,7 @@ ERROR_CASES = [
     ("--decode-batch 0", ["--decode-batch", "0"], "--decode-batch must be >= 1"),
     ("--emulate 0", ["--emulate", "0"], "--emulate must be >= 1"),
     ("--compile with --emulate", ["--compile", "--emulate", "2"], "--compile does not combine with --emulate"),
+    ("--compile with --plain", ["--compile", "--plain"], "--compile does not combine with --plain"),
     ("--frames that cannot fit in memory", ["--frames", "100000000"], "needs about"),
     ("--steps not a number", ["--steps", "ten"], "argument --steps: invalid int value"),
     ("--dtype unknown", ["--dtype", "fp8"], "argument --dtype: invalid choice"),
