@@ -123,6 +123,7 @@ def train_unet(parts, args, gen_cpu, gen_dev, device, out, steps):
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     ema = [p.detach().clone() for p in params]
     captions, t0 = Captions(), time.time()
+    saved = t0
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, args.lr)
@@ -152,7 +153,8 @@ def train_unet(parts, args, gen_cpu, gen_dev, device, out, steps):
             log(out, f"unet step {step} loss {loss.item():.4f} lr {opt.param_groups[0]['lr']:.2e} "
                      f"{time.time() - t0:.0f} s")
         late = time.time() - t0 > args.minutes * 60 * 1.25  # a safety stop, 25% over the budget
-        if out is not None and (step % 2000 == 1999 or step == steps - 1 or late):
+        if out is not None and (time.time() - saved > 300 or step == steps - 1 or late):  # saves every 5 minutes
+            saved = time.time()
             with torch.no_grad():
                 backup = [p.detach().clone() for p in params]
                 torch._foreach_copy_([p.data for p in params], ema)
