@@ -121,16 +121,17 @@ def positions(scene, frames, start=0, size=SIZE):
     return np.stack([x, y], axis=1)
 
 
-def draw(shape_ids, cx, cy, fg, bg, size=SIZE):
+def draw(shape_ids, cx, cy, fg, bg, size=SIZE, half=HALF):
     """N frames: shape_ids (N,) int into SHAPES, box centres cx, cy (N,), colours fg, bg (N, 3) float in [0, 1]
-    -> float (N, 3, size, size) in [0, 1]. Edges are anti-aliased with a one-pixel ramp of a signed distance."""
+    -> float (N, 3, size, size) in [0, 1]. Edges are anti-aliased with a one-pixel ramp of a signed distance.
+    half: the shapes' half side (the detector draws other sizes)."""
     px = torch.arange(size, device=cx.device, dtype=torch.float32) + 0.5  # pixel centres
     dx = px[None, None, :] - cx[:, None, None]  # (N, 1, W)
     dy = px[None, :, None] - cy[:, None, None]  # (N, H, 1)
-    circle = torch.sqrt(dx ** 2 + dy ** 2) - HALF
-    square = torch.maximum(dx.abs(), dy.abs()) - HALF
-    # apex up at (0, -HALF), base corners (+-HALF, HALF): inside the base line and the two slanted edges
-    triangle = torch.maximum(dy - HALF, (2 * dx.abs() - dy - HALF) / math.sqrt(5))
+    circle = torch.sqrt(dx ** 2 + dy ** 2) - half
+    square = torch.maximum(dx.abs(), dy.abs()) - half
+    # apex up at (0, -half), base corners (+-half, half): inside the base line and the two slanted edges
+    triangle = torch.maximum(dy - half, (2 * dx.abs() - dy - half) / math.sqrt(5))
     sdf = torch.stack(torch.broadcast_tensors(circle, square, triangle))  # (3, N, H, W)
     sdf = sdf.gather(0, shape_ids.long()[None, :, None, None].expand(1, *sdf.shape[1:]))[0]
     alpha = (0.5 - sdf).clamp(0, 1)[:, None]  # coverage of each pixel (N, 1, H, W)

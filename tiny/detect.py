@@ -6,23 +6,25 @@ shape when it is nearer the shape's colour than the background's (coverage above
 edges); the largest 4-connected blob of those is the shape. Then
     position  the blob's centroid in pixels (the `positions` of tiny/data.py are centroids too),
     colour    the nearest of data.SHAPE_COLOURS to the shape's colour,
-    shape     from the blob's fill ratio of its bounding box: square 1, circle pi/4, triangle 1/2.
+    shape     the ideal circle, square or triangle of the blob's area and centroid that overlaps it most
+              (intersection over union). Sturdier than a bounding box's fill ratio on ragged generated frames:
+              on the shipped VAE's reconstructions it reads 97 % of triangles right (fill ratio: 21 %), circles
+              93 %, squares 56 % (the VAE rounds their corners).
 
 API (stable; tiny/coherence.py and the tests use it):
     detect(video) -> list of Detection(found, x, y, colour, shape, background), one per frame;
         video uint8 (T, H, W, 3), numpy or torch. Not found (x = y = nan, names None) when no blob of a
         plausible size stands out from the background.
-    FILL_TRIANGLE_CIRCLE, FILL_CIRCLE_SQUARE: the fill-ratio boundaries between the classes.
 """
 from collections import deque
 from typing import NamedTuple
 
 import numpy as np
+import torch
 
+from tiny import data
 from tiny.data import BACKGROUNDS, COLOURS, HALF, SHAPE_COLOURS
 
-FILL_TRIANGLE_CIRCLE = (0.5 + np.pi / 4) / 2  # midpoints of the ideal fill ratios
-FILL_CIRCLE_SQUARE = (np.pi / 4 + 1.0) / 2
 MIN_DIFFERENCE = 40.0  # RGB distance from the background for a pixel to be a shape candidate at all
 MIN_AREA, MAX_AREA = 0.25 * (2 * HALF) ** 2 / 2, 2.5 * (2 * HALF) ** 2  # blob areas a shape can have (pixels)
 
@@ -85,9 +87,25 @@ def detect_frame(frame):
     if not MIN_AREA <= area <= MAX_AREA:
         return lost
     rows, cols = np.nonzero(mask)
-    fill = area / ((rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1))
-    shape = "triangle" if fill < FILL_TRIANGLE_CIRCLE else "circle" if fill < FILL_CIRCLE_SQUARE else "square"
-    return Detection(True, cols.mean() + 0.5, rows.mean() + 0.5, nearest(fg, SHAPE_COLOURS), shape, background)
+    x, y = cols.mean() + 0.5, rows.mean() + 0.5
+    return Detection(True, float(x), float(y), nearest(fg, SHAPE_COLOURS), best_shape(mask, x, y), background)
+
+
+# a shape of box half-side h has area AREA[shape] * h^2; a triangle's centroid lies h / 3 below its box centre
+AREA = dict(circle=np.pi, square=4.0, triangle=2.0)
+
+
+def best_shape(mask, x, y):
+    """The shape whose ideal (same area, same centroid, data.py's drawing) overlaps the blob most."""
+    ious, (H, W) = [], mask.shape
+    for shape in data.SHAPES:
+        half = np.sqrt(mask.sum() / AREA[shape])
+        cy = y - (half / 3 if shape == "triangle" else 0.0)
+        ideal = data.draw(torch.tensor([data.SHAPES.index(shape)]), torch.tensor([x], dtype=torch.float32),
+                          torch.tensor([cy], dtype=torch.float32), torch.ones(1, 3), torch.zeros(1, 3),
+                          size=max(H, W), half=half)[0, 0, :H, :W].numpy() > 0.5
+        ious.append((ideal & mask).sum() / (ideal | mask).sum())
+    return data.SHAPES[int(np.argmax(ious))]
 
 
 def detect(video):
