@@ -1339,3 +1339,22 @@ def test_tiny_model_really_generates():
     from tiny.train import detection_rate
     rate = detection_rate(tiny_parts(), TINY_PROMPTS, steps=10, guidance=sample.TINY_DEFAULTS["guidance"])
     assert rate >= 0.9, rate
+
+
+def test_tiny_training_noise_is_what_the_sampler_inverts():
+    """train.py's x_t and sample.ddim_sample agree: given the true noise, deterministic DDIM walks exactly along
+    train.py's x_t = add_noise(x0, t, eps) from step to step and ends at x0."""
+    from tiny.train import add_noise
+    _, alphas_cumprod, scale_arr = sample.make_buffers()
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(2, 4, 3, 8, 8, generator=g), torch.randn(2, 4, 3, 8, 8, generator=g)
+    schedule, off_path = sample.make_schedule(10, 0.0), []
+
+    def oracle(x, t):  # the noise in x, if x is on train.py's path
+        off_path.append(rel_err(x, add_noise(x0, torch.full((2,), t), eps, alphas_cumprod, scale_arr)))
+        return eps, eps
+
+    x_T = add_noise(x0, schedule.timesteps[-1:].expand(2), eps, alphas_cumprod, scale_arr)
+    z, pred_x0 = sample.ddim_sample(oracle, x_T, schedule, 5.0, None)
+    assert len(off_path) == 10 and max(off_path) < 1e-5
+    assert rel_err(pred_x0, x0) < 1e-5 and rel_err(z, x0) < 0.05

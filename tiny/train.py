@@ -120,6 +120,12 @@ class Captions:
         return torch.stack([self.cache[t] for t in texts])
 
 
+def add_noise(z, t, noise, alphas_cumprod, scale_arr):
+    """VC2's q_sample with use_scale: x_t = sqrt(a_t) * scale_arr[t] * z + sqrt(1 - a_t) * noise, z (b, ...)."""
+    a, scale = (v[t].view(-1, *[1] * (z.dim() - 1)) for v in (alphas_cumprod, scale_arr))
+    return a.sqrt() * scale * z + (1 - a).sqrt() * noise
+
+
 def train_unet(parts, args, gen_cpu, gen_dev, device, out, steps):
     unet, text, vae, scale_factor = parts["unet"], parts["text"], parts["vae"], parts["scale_factor"]
     _, alphas_cumprod, scale_arr = (b.to(device) for b in sample.make_buffers())
@@ -140,8 +146,7 @@ def train_unet(parts, args, gen_cpu, gen_dev, device, out, steps):
             z = z.unflatten(0, (args.batch, FRAMES)).transpose(1, 2)  # (b, 4, t, h, w)
         t = torch.randint(0, len(alphas_cumprod), (args.batch,), generator=gen_dev, device=device)
         noise = torch.randn(z.shape, generator=gen_dev, device=device)
-        a = alphas_cumprod[t].view(-1, 1, 1, 1, 1)
-        x_t = a.sqrt() * scale_arr[t].view(-1, 1, 1, 1, 1) * z + (1 - a).sqrt() * noise
+        x_t = add_noise(z, t, noise, alphas_cumprod, scale_arr)
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             context = text(captions(texts).to(device))
             eps = unet(x_t, t, context, FPS)
