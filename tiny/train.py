@@ -1,6 +1,7 @@
 """Train the tiny VideoCrafter2 of tiny/: model.py's exact architecture at small sizes, on tiny/data.py's clips.
 
-    python tiny/train.py --out runs/tiny --minutes 20        # one GPU: stage 1 ~2 minutes, stage 2 --minutes
+    python tiny/train.py --out runs/a --vae-steps 3000 --minutes 4      # one GPU: stage 1 ~3 min, stage 2 4 min
+    python tiny/train.py --out runs/b --resume runs/a --minutes 8       # more of stage 2, as often as needed
     python tiny/train.py --out runs/cpu --vae-steps 2 --unet-steps 2 --batch 2 --vae-batch 4 --eval-prompts 1  # smoke
 
 The shipped tiny/tiny_vc2.safetensors is run 1 (tiny/README.md): --batch 128 --lr 6e-4 --unet-steps 1384 on one
