@@ -25,9 +25,9 @@ import fast
 import model
 import sample
 import simulate
+from dual_scope import DualScope, clip_attention, reference_attention, split_frames
 from tiny import data as tiny_data
 from tiny import detect as tiny_detect
-from dual_scope import DualScope, clip_attention, reference_attention, split_frames
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIX = os.path.join(HERE, "fixtures")
