@@ -1,0 +1,508 @@
+"""Does clip-parallel sampling keep a long video coherent across clips? The paper's claim, measured on the tiny model.
+
+    python -m tiny.coherence --out docs/coherence            # the full experiment: minutes on a GPU
+    python -m tiny.coherence --frames 64 --seeds 2 --out /tmp/coh   # a smoke run on a CPU
+    python -m tiny.coherence --from-json docs/coherence.json --out docs/coherence   # metrics, table, plot again
+
+A T-frame video is sampled four ways, with the same prompts, seeds and DDIM (sample.py's):
+  independent  T/16 separate 16-frame videos, each the base model with its full attention: no communication
+  exact        this project's clip-parallel dual scope (clip_parallel) over N emulated ranks
+  published    the published implementation's approximations (tiny/published.py) over the same N ranks
+  full         the model over all T frames at once with full temporal attention (the naive long run)
+N = T / 16 by default: every rank holds 16 frames, so the ranks' seams are the independent clips' seams.
+The exact method's video does not depend on N (the project's tests), so its N is only a matter of speed.
+
+Each frame is decoded and the detector of tiny/detect.py finds the shape: its track (found, x, y, colour, shape per
+frame) is kept in the JSON, and the metrics are computed from the tracks (so they can be recomputed, --from-json):
+  identity    fraction of frames where the prompted colour and shape are found
+  seam jump   mean position jump across a 16-frame seam (frames 15 -> 16, 31 -> 32, ...) over the median jump
+              between the other consecutive frames (floored at half a pixel): 1 is seamless
+  jerk        mean |second difference| of the position (px / frame^2), bounces excepted: 0 is constant velocity
+  segments    multi-prompt videos (P prompts, equal parts of the timeline): fraction of frames showing their
+              segment's prompt, and of segments where most frames do
+Each metric is a mean over seeds with its 95 % confidence interval (Student t).
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+if __package__ in (None, ""):  # run as a file (python tiny/coherence.py): the repository root on the path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import model  # noqa: E402
+from clip_parallel import clip_forward, parallel_temporal_layers, run_ranks  # noqa: E402
+from dual_scope import DualScope, split_frames  # noqa: E402
+from sample import ddim_sample, encode_prompts, frame_noise, make_schedule  # noqa: E402
+from tiny import published  # noqa: E402
+
+METHODS = ("independent", "exact", "published", "full")
+CLIP = 16  # VideoCrafter2's training length: the independent clips and, by default, the frames per rank
+
+
+# -----------------------------------------------------------------------------
+# Sampling: one forward per method, the same DDIM around each
+
+def independent_forward(unet, fps):
+    def forward(x, t, ctx):  # x (B, c, T, h, w), t (B,), ctx (B, T, 77, d): T/16 separate 16-frame videos
+        B, c, T, h, w = x.shape
+        m = T // CLIP
+        clips = x.unflatten(2, (m, CLIP)).transpose(1, 2).flatten(0, 1)  # (B m, c, 16, h, w)
+        out = unet(clips, t.repeat_interleave(m), ctx.unflatten(1, (m, CLIP)).flatten(0, 1), fps)
+        return out.unflatten(0, (B, m)).transpose(1, 2).flatten(2, 3)
+    return forward
+
+
+def full_forward(unet, fps):
+    return lambda x, t, ctx: unet(x, t, ctx, fps)
+
+
+def ranked_forward(unet, fps, ranks, clip_fn):
+    """The forward of N emulated ranks, each on its clip (clip_fn: a clip_forward, inside its layer swaps)."""
+    def forward(x, t, ctx):
+        T = x.shape[2]
+        clips = split_frames(T, ranks)
+
+        def rank(comm):
+            start, stop = clips[comm.rank]
+            return clip_fn(unet, comm, T, x[:, :, start:stop], t, ctx[:, start:stop], fps)
+        return torch.cat(run_ranks(ranks, rank), dim=2)
+    return forward
+
+
+def exact_noise(seeds, frames, latent, steps, device):
+    """Noise of every DDIM step (step 0: x_T) for every seed: frame f at step s depends on (seed, s, f) only."""
+    return [torch.cat([frame_noise(seed, s, range(frames), latent) for seed in seeds]).to(device)
+            for s in range(steps + 1)]
+
+
+def published_noise(seeds, frames, latent, steps, ranks, device):
+    """The published noise: rank r draws its clip from a generator seeded with seed + r, step after step."""
+    clips = split_frames(frames, ranks)
+    gens = {seed: published.rank_noise_generators(seed, ranks) for seed in seeds}
+    return [torch.cat([torch.cat([torch.randn((1, latent[0], e - s) + latent[1:], generator=g)
+                                  for (s, e), g in zip(clips, gens[seed])], dim=2) for seed in seeds]).to(device)
+            for _ in range(steps + 1)]
+
+
+def frame_prompts(frames, prompts, method, ranks):
+    """Index of the prompt each frame shows: P equal parts of the timeline; the published code: by rank."""
+    if method == "published" and OPTS.rank_prompt:
+        return [published.prompt_of_rank(r, ranks, prompts) for r, (s, e) in enumerate(split_frames(frames, ranks))
+                for _ in range(s, e)]
+    return [f * prompts // frames for f in range(frames)]
+
+
+OPTS = published.Published()  # which approximations the published method applies (--published-only)
+
+
+def sample_latents(parts, method, prompts_per_seed, seeds, frames, ranks, s, device):
+    """DDIM latents (S, 4, T, h, w) of `method` for one prompt list per seed (all lists the same length P)."""
+    unet = parts["unet"]
+    latent = (4, s.height // 8, s.width // 8)
+    schedule = make_schedule(s.steps, s.eta)
+    steps = len(schedule.timesteps)
+    if method == "published" and OPTS.rank_noise:
+        noise = published_noise(seeds, frames, latent, steps, ranks, device)
+    else:
+        noise = exact_noise(seeds, frames, latent, steps, device)
+    P = len(prompts_per_seed[0])
+    which = torch.tensor(frame_prompts(frames, P, method, ranks))
+    cond, uncond = [], None
+    for prompts in prompts_per_seed:
+        c, uncond = encode_prompts(parts, prompts, device)  # (P, 77, d), (1, 77, d)
+        cond.append(c[which])  # (T, 77, d)
+    cond = torch.stack(cond).to(device)
+    uncond = uncond.to(device)[:, None].expand(len(seeds), frames, -1, -1)
+    context = torch.cat([cond, uncond])  # (2S, T, 77, d): cond of every seed, then uncond
+    dtype = next(unet.parameters()).dtype
+    context = context.to(dtype)
+
+    if method == "independent":
+        forward = independent_forward(unet, s.fps)
+    elif method == "full":
+        forward = full_forward(unet, s.fps)
+    elif method == "exact":
+        forward = ranked_forward(unet, s.fps, ranks, clip_forward)
+    else:
+        forward = ranked_forward(unet, s.fps, ranks, published.clip_forward)
+
+    def eps_fn(x, t):
+        tt = torch.full((2 * len(x),), t, device=device)
+        return forward(torch.cat([x, x]).to(dtype), tt, context).float().chunk(2)
+
+    def run():
+        return ddim_sample(eps_fn, noise[0], schedule, s.guidance, lambda i, x: noise[i + 1])[0]
+
+    if method == "exact":
+        with parallel_temporal_layers(unet, s.scope):
+            return run()
+    if method == "published":
+        with published.published_layers(unet, OPTS):
+            return run()
+    return run()
+
+
+@torch.no_grad()
+def decode(parts, z, batch=512):
+    """Latents (S, 4, T, h, w) -> uint8 frames (S, T, H, W, 3) on the CPU."""
+    vae, S, T = parts["vae"], z.shape[0], z.shape[2]
+    flat = (z.transpose(1, 2).flatten(0, 1) / parts["scale_factor"]).to(next(vae.parameters()).dtype)
+    out = []
+    for i in range(0, len(flat), batch):
+        img = vae.decode(flat[i:i + batch]).float()
+        out.append(((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu())
+    return torch.cat(out).unflatten(0, (S, T)).numpy()
+
+
+# -----------------------------------------------------------------------------
+# Metrics from tracks: found (T,) bool, x, y (T,) float pixels, colour, shape (T,) str ("" when not found)
+
+def identity(track, colours, shapes):
+    """Fraction of frames showing the expected colour and shape (per frame: multi-prompt videos have segments)."""
+    ok = [f and c == ec and s == es for f, c, s, ec, es in zip(track["found"], track["colour"], track["shape"],
+                                                                colours, shapes)]
+    return float(np.mean(ok))
+
+
+def jumps(track):
+    """|p[f] - p[f-1]| for f = 1..T-1 (NaN where either frame has no detection)."""
+    p = np.stack([track["x"], track["y"]], 1).astype(float)
+    found = np.asarray(track["found"], bool)
+    d = np.linalg.norm(p[1:] - p[:-1], axis=1)
+    d[~(found[1:] & found[:-1])] = np.nan
+    return d
+
+
+def seam_jump(track, seam=CLIP, floor=0.5):
+    """(mean jump across the seams f = seam, 2 seam, ..., median jump elsewhere, their ratio): 1 is seamless.
+    The median is floored at `floor` pixels so that a still shape does not divide by zero."""
+    d = jumps(track)
+    at_seam = (np.arange(1, len(d) + 1) % seam) == 0
+    across, within = d[at_seam], d[~at_seam]
+    across, within = across[~np.isnan(across)], within[~np.isnan(within)]
+    if not len(across) or not len(within):
+        return math.nan, math.nan, math.nan
+    a, m = float(across.mean()), float(np.median(within))
+    return a, m, a / max(m, floor)
+
+
+def jerk(track, bounce_tolerance=1.0):
+    """Mean |p[f+1] - 2 p[f] + p[f-1]| over frames found three in a row, bounces excepted: a bounce reverses one
+    velocity component and keeps its size (within bounce_tolerance pixels). 0 is motion at constant velocity."""
+    p = np.stack([track["x"], track["y"]], 1).astype(float)
+    found = np.asarray(track["found"], bool)
+    v = p[1:] - p[:-1]  # v[f] = p[f+1] - p[f]
+    before, after = v[:-1], v[1:]
+    bounce = ((before * after < 0) & (np.abs(np.abs(after) - np.abs(before)) <= bounce_tolerance)).any(1)
+    valid = found[:-2] & found[1:-1] & found[2:] & ~bounce
+    if not valid.any():
+        return math.nan
+    return float(np.linalg.norm(after - before, axis=1)[valid].mean())
+
+
+def segments(track, prompts, frames):
+    """(fraction of frames showing their segment's prompt, fraction of segments where most frames do)."""
+    P = len(prompts)
+    seg = [f * P // frames for f in range(frames)]
+    colours, shapes = [prompts[i][0] for i in seg], [prompts[i][1] for i in seg]
+    ok = np.array([f and c == ec and s == es for f, c, s, ec, es in zip(track["found"], track["colour"],
+                                                                       track["shape"], colours, shapes)])
+    shown = [ok[np.array(seg) == i].mean() > 0.5 for i in range(P)]
+    return float(ok.mean()), float(np.mean(shown))
+
+
+def video_metrics(track, prompts, frames):
+    """Every metric of one video; prompts: [(colour, shape, direction)] (one: a single-prompt video)."""
+    if len(prompts) == 1:
+        a, m, r = seam_jump(track)
+        c, s = prompts[0][0], prompts[0][1]
+        return dict(identity=identity(track, [c] * frames, [s] * frames), found=float(np.mean(track["found"])),
+                    seam_jump_px=a, within_jump_px=m, seam_ratio=r, jerk=jerk(track))
+    match, shown = segments(track, prompts, frames)
+    return dict(segment_match=match, segments_shown=shown)
+
+
+T_95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def summarise(values):
+    """mean, std, 95 % CI half-width (Student t) and n of the finite values."""
+    v = np.array([x for x in values if x is not None and math.isfinite(x)], float)
+    if not len(v):
+        return dict(mean=math.nan, std=math.nan, ci95=math.nan, n=0)
+    std = float(v.std(ddof=1)) if len(v) > 1 else math.nan
+    t = T_95[min(len(v) - 2, len(T_95) - 1)] if len(v) > 1 else math.nan
+    return dict(mean=float(v.mean()), std=std, ci95=t * std / len(v) ** 0.5 if len(v) > 1 else math.nan, n=len(v))
+
+
+# -----------------------------------------------------------------------------
+# Prompts and the detector (tiny/data.py, tiny/detect.py)
+
+def vocabulary():
+    """(colours, shapes, directions) of the tiny model's prompt grammar."""
+    from tiny import data
+    return list(data.COLOURS), list(data.SHAPES), list(data.DIRECTIONS)
+
+
+def prompts_for(seed, count):
+    """`count` prompts for a seed, drawn from it: (colour, shape, direction), colours and shapes distinct in turn."""
+    colours, shapes, directions = vocabulary()
+    rng = np.random.default_rng(10_000 + seed)
+    out = []
+    for _ in range(count):
+        while True:
+            p = (str(rng.choice(colours)), str(rng.choice(shapes)), str(rng.choice(directions)))
+            if not out or (p[0] != out[-1][0] and p[1] != out[-1][1]):
+                break
+        out.append(p)
+    return out
+
+
+def prompt_text(p):
+    return f"a {p[0]} {p[1]} moving {p[2]}"
+
+
+def track_video(frames):
+    """uint8 frames (T, H, W, 3) -> track dict of lists (found, x, y, colour, shape) from tiny/detect.py."""
+    from tiny import detect
+    found, x, y, colour, shape = [], [], [], [], []
+    for d in detect.detect_video(frames):
+        found.append(bool(d["found"]))
+        x.append(float(d["x"]) if d["found"] else math.nan)
+        y.append(float(d["y"]) if d["found"] else math.nan)
+        colour.append(str(d["colour"]) if d["found"] else "")
+        shape.append(str(d["shape"]) if d["found"] else "")
+    return dict(found=found, x=x, y=y, colour=colour, shape=shape)
+
+
+# -----------------------------------------------------------------------------
+# The experiment
+
+class Settings:
+    def __init__(self, args, scope):
+        self.height, self.width, self.steps, self.eta = args.height, args.width, args.steps, args.eta
+        self.guidance, self.fps, self.scope = args.guidance, args.fps, scope
+
+
+def cells(args):
+    """(mode, T, method) in the order they run: single-prompt videos at every length first, then multi-prompt."""
+    modes = ["single"] + (["multi"] if args.multi_prompts > 1 else [])
+    return [(mode, T, m) for mode in modes for T in args.frames for m in args.methods]
+
+
+def run_experiment(args, parts, device, write):
+    scope = DualScope(local_window=args.local_window, global_frames=args.global_frames)
+    s = Settings(args, scope)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    results = dict(settings={k: v for k, v in vars(args).items() if k not in ("out", "from_json")},
+                   published=dict((a, getattr(OPTS, a)) for a in published.APPROXIMATIONS), cells=[])
+    t_start, rate = time.perf_counter(), {}  # seconds per (frame x seed) of each method, measured as we go
+    for mode, T, method in cells(args):
+        if T % CLIP:
+            raise SystemExit(f"--frames: {T} is not a multiple of {CLIP} (the independent clips' length)")
+        ranks = args.ranks or T // CLIP
+        P = 1 if mode == "single" else args.multi_prompts
+        spent = time.perf_counter() - t_start
+        guess = rate.get(method, max(rate.values(), default=0)) * T * len(seeds)
+        if args.budget and spent + guess > args.budget:
+            print(f"skip {mode} T={T} {method}: ~{guess:.0f} s left to do, {args.budget - spent:.0f} s of the budget "
+                  f"left", flush=True)
+            results["cells"].append(dict(mode=mode, frames=T, method=method, ranks=ranks, skipped=True))
+            continue
+        t0 = time.perf_counter()
+        prompts = [prompts_for(seed, P) for seed in seeds]
+        tracks = []
+        for i in range(0, len(seeds), args.batch):  # seeds in batches: one DDIM for the batch
+            z = sample_latents(parts, method, [[prompt_text(p) for p in ps] for ps in prompts[i:i + args.batch]],
+                               seeds[i:i + args.batch], T, ranks, s, device)
+            for video in decode(parts, z):
+                tracks.append(track_video(video))
+        seconds = time.perf_counter() - t0
+        rate[method] = seconds / (T * len(seeds))
+        cell = dict(mode=mode, frames=T, method=method, ranks=ranks if method in ("exact", "published") else None,
+                    seeds=seeds, prompts=prompts, seconds=seconds, tracks=tracks)
+        add_metrics(cell)
+        results["cells"].append(cell)
+        print(f"{mode} T={T} {method:<11} {seconds:6.1f} s  " + "  ".join(
+            f"{k} {v['mean']:.3f}" for k, v in cell["summary"].items()), flush=True)
+        write(results)
+    return results
+
+
+def add_metrics(cell):
+    per_seed = [video_metrics(tr, [tuple(p) for p in ps], cell["frames"])
+                for tr, ps in zip(cell["tracks"], cell["prompts"])]
+    cell["metrics"] = per_seed
+    cell["summary"] = {k: summarise([m[k] for m in per_seed]) for k in per_seed[0]} if per_seed else {}
+
+
+# -----------------------------------------------------------------------------
+# Report: markdown table and one plot
+
+COLUMNS = [("identity", "identity", 100, "%"), ("seam_ratio", "seam jump / median jump", 1, ""),
+           ("seam_jump_px", "seam jump px", 1, ""), ("jerk", "jerk px/frame²", 1, ""),
+           ("segment_match", "multi-prompt frames right", 100, "%"), ("segments_shown", "segments shown", 100, "%")]
+
+
+def fmt(summary, scale):
+    if summary is None or not summary["n"]:
+        return "–"
+    ci = summary["ci95"]
+    return f"{summary['mean'] * scale:.1f} ± {ci * scale:.1f}" if math.isfinite(ci) else f"{summary['mean'] * scale:.1f}"
+
+
+def table(results):
+    cells = {(c["mode"], c["frames"], c["method"]): c for c in results["cells"] if not c.get("skipped")}
+    lengths = sorted({k[1] for k in cells})
+    methods = [m for m in METHODS if any(k[2] == m for k in cells)]
+    head = "| frames | method | " + " | ".join(f"{name}{' (' + unit + ')' if unit else ''}"
+                                                for _, name, _, unit in COLUMNS) + " | seeds |"
+    rows = [head, "|" + "---|" * (len(COLUMNS) + 3)]
+    for T in lengths:
+        for m in methods:
+            single, multi = cells.get(("single", T, m)), cells.get(("multi", T, m))
+            vals = []
+            for key, _, scale, _ in COLUMNS:
+                src = multi if key.startswith("segment") else single
+                vals.append(fmt(src["summary"].get(key) if src else None, scale))
+            n = max([len(c["seeds"]) for c in (single, multi) if c] or [0])
+            rows.append(f"| {T} | {m} | " + " | ".join(vals) + f" | {n} |")
+    return "\n".join(rows) + "\n"
+
+
+def plot(results, path):
+    """One PNG: identity, seam ratio, jerk and multi-prompt match against the video length, a line per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    panels = [("identity", "identity (%)", 100, "single"), ("seam_ratio", "seam jump / median jump", 1, "single"),
+              ("jerk", "jerk (px/frame²)", 1, "single"), ("segment_match", "multi-prompt frames right (%)", 100,
+                                                             "multi")]
+    cells = [c for c in results["cells"] if not c.get("skipped")]
+    panels = [p for p in panels if any(c["mode"] == p[3] for c in cells)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.6), dpi=100)
+    axes = np.atleast_1d(axes)
+    for ax, (key, label, scale, mode) in zip(axes, panels):
+        for i, m in enumerate(METHODS):
+            pts = sorted((c["frames"], c["summary"][key]) for c in cells
+                         if c["method"] == m and c["mode"] == mode and key in c["summary"])
+            if not pts:
+                continue
+            T = np.array([p[0] for p in pts]) * (1 + 0.04 * (i - 1.5))  # spread the methods a little
+            mean = np.array([p[1]["mean"] for p in pts]) * scale
+            ci = np.nan_to_num(np.array([p[1]["ci95"] for p in pts]) * scale)
+            ax.errorbar(T, mean, yerr=ci, marker="o", ms=3, capsize=2, label=m)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("frames")
+        ax.set_title(label, fontsize=9)
+        ax.tick_params(labelsize=8)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(results, out):
+    """out.json (raw results and tracks), out.md (the table) and out.png (the plot, where matplotlib is)."""
+    def dump(path, text):
+        tmp = path + ".partial"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    dump(out + ".json", json.dumps(results, allow_nan=True))
+    if any(not c.get("skipped") for c in results["cells"]):
+        dump(out + ".md", table(results))
+        try:
+            plot(results, out + ".png")
+        except ImportError:
+            pass  # matplotlib is no dependency of the project: the plot is made where it is installed
+
+
+# -----------------------------------------------------------------------------
+
+def load_parts(args, device, dtype):
+    if args.random_weights:
+        from simulate import randomize
+        with open(args.model_config) as f:
+            config = json.load(f)
+        parts = dict(unet=randomize(model.UNet(**config["unet"]), 0), vae=randomize(model.AutoencoderKL(
+            **config["vae"]), 1), text=randomize(model.TextEncoder(**config["text"]), 2), tokenizer=model.Tokenizer(),
+            scale_factor=config.get("scale_factor", 0.18215))
+        for k in ("unet", "vae", "text"):
+            parts[k] = parts[k].to(device=device, dtype=dtype).eval().requires_grad_(False)
+        return parts
+    return model.load_videocrafter2(args.checkpoint, args.model_config, dtype=dtype, device=device)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--frames", type=int, nargs="+", default=[64, 256, 1024], help="video lengths T, multiples of 16 "
+      "(default 64 256 1024)")
+    a("--seeds", type=int, default=16, help="videos per length and method, seeds first-seed.. (default 16)")
+    a("--first-seed", type=int, default=0, help="first seed (default 0)")
+    a("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="which ways to sample (default all four)")
+    a("--ranks", type=int, help="N for exact and published (default T/16: 16 frames per rank)")
+    a("--multi-prompts", type=int, default=2, help="P prompts per multi-prompt video; 1 skips those videos "
+      "(default 2)")
+    a("--published-only", nargs="+", choices=published.APPROXIMATIONS, help="apply only these approximations in "
+      "the published method (default all of them)")
+    a("--checkpoint", help="weights (.safetensors) of the tiny model")
+    a("--model-config", help="its JSON model config")
+    a("--random-weights", action="store_true", help="random weights from --model-config (to try the pipeline)")
+    a("--height", type=int, default=64, help="video height in pixels (default 64)")
+    a("--width", type=int, default=64, help="video width in pixels (default 64)")
+    a("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    a("--eta", type=float, default=1.0, help="DDIM eta (default 1.0)")
+    a("--guidance", type=float, default=12.0, help="classifier-free guidance (default 12)")
+    a("--fps", type=int, default=24, help="fps conditioning (default 24)")
+    a("--local-window", type=int, default=8, help="dual scope w, also the published attention padding (default 8)")
+    a("--global-frames", type=int, default=16, help="dual scope k, also the published top_k (default 16)")
+    a("--batch", type=int, default=16, help="seeds sampled together in one batch (default 16)")
+    a("--budget", type=float, help="seconds: skip what would not finish in them (estimated from what ran)")
+    a("--dtype", choices=["fp32", "bf16"], default="fp32", help="model dtype (default fp32)")
+    a("--out", required=True, help="output path without extension: OUT.json, OUT.md, OUT.png")
+    a("--from-json", metavar="PATH", help="recompute metrics, table and plot from a results JSON (no sampling)")
+    args = p.parse_args(argv)
+    if not args.from_json and not args.checkpoint and not args.random_weights:
+        p.error("give --checkpoint (and --model-config), or --random-weights with --model-config")
+    if args.random_weights and not args.model_config:
+        p.error("--random-weights needs --model-config")
+    return args
+
+
+def main(argv=None):
+    global OPTS
+    args = parse_args(argv)
+    torch.set_grad_enabled(False)
+    if args.from_json:
+        with open(args.from_json) as f:
+            results = json.load(f)
+        for cell in results["cells"]:
+            if not cell.get("skipped"):
+                add_metrics(cell)
+        write_report(results, args.out)
+        print(table(results))
+        return 0
+    scope = DualScope(local_window=args.local_window, global_frames=args.global_frames)
+    OPTS = published.Published.only(*args.published_only, scope=scope) if args.published_only else \
+        published.Published(scope=scope)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    parts = load_parts(args, device, dict(fp32=torch.float32, bf16=torch.bfloat16)[args.dtype])
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    results = run_experiment(args, parts, device, lambda r: write_report(r, args.out))
+    write_report(results, args.out)
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
