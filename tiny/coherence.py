@@ -17,7 +17,8 @@ frame) is kept in the JSON, and the metrics are computed from the tracks (so the
   identity    fraction of frames where the prompted colour and shape are found
   seam jump   mean position jump across a 16-frame seam (frames 15 -> 16, 31 -> 32, ...) over the median jump
               between the other consecutive frames (floored at half a pixel): 1 is seamless
-  jerk        mean |second difference| of the position (px / frame^2), bounces excepted: 0 is constant velocity
+  jerk        mean |second difference| of the position per axis (px / frame^2), bounces at the walls excepted:
+              0 is constant velocity
   segments    multi-prompt videos (P prompts, equal parts of the timeline): fraction of frames showing their
               segment's prompt, and of segments where most frames do
 Each metric is a mean over seeds with its 95 % confidence interval (Student t).
@@ -192,18 +193,27 @@ def seam_jump(track, seam=CLIP, floor=0.5):
     return a, m, a / max(m, floor)
 
 
-def jerk(track, bounce_tolerance=1.0):
-    """Mean |p[f+1] - 2 p[f] + p[f-1]| over frames found three in a row, bounces excepted: a bounce reverses one
-    velocity component and keeps its size (within bounce_tolerance pixels). 0 is motion at constant velocity."""
+def jerk(track, width, height, margin=0.25):
+    """Mean |p[f+1] - 2 p[f] + p[f-1]| per axis over frames found three in a row, bounces excepted: on an axis where
+    the shape is within `margin` of the frame of a wall and its velocity changes sign in f-2..f+1 (a reflection
+    can take two frames to show). 0 is motion at constant velocity; noise of sigma pixels gives about 2 sigma."""
     p = np.stack([track["x"], track["y"]], 1).astype(float)
     found = np.asarray(track["found"], bool)
-    v = p[1:] - p[:-1]  # v[f] = p[f+1] - p[f]
-    before, after = v[:-1], v[1:]
-    bounce = ((before * after < 0) & (np.abs(np.abs(after) - np.abs(before)) <= bounce_tolerance)).any(1)
-    valid = found[:-2] & found[1:-1] & found[2:] & ~bounce
-    if not valid.any():
+    T = len(p)
+    if T < 3:
         return math.nan
-    return float(np.linalg.norm(after - before, axis=1)[valid].mean())
+    v = p[1:] - p[:-1]  # v[f] = p[f+1] - p[f]
+    a = v[1:] - v[:-1]  # a[f-1]: the second difference around frame f
+    flip = np.zeros((T, 2), bool)
+    flip[1:-1] = np.sign(v[1:]) * np.sign(v[:-1]) < 0  # at frame f: v[f-1] and v[f] point opposite ways
+    near_flip = flip[:-2] | flip[1:-1] | flip[2:]
+    size = np.array([width, height], float)
+    centre = p[1:-1]
+    near_wall = (centre < margin * size) | (centre > (1 - margin) * size)
+    keep = (found[:-2] & found[1:-1] & found[2:])[:, None] & ~(near_flip & near_wall)
+    if not keep.any():
+        return math.nan
+    return float(np.abs(a[keep]).mean())
 
 
 def segments(track, prompts, frames):
@@ -217,13 +227,14 @@ def segments(track, prompts, frames):
     return float(ok.mean()), float(np.mean(shown))
 
 
-def video_metrics(track, prompts, frames):
-    """Every metric of one video; prompts: [(colour, shape, direction)] (one: a single-prompt video)."""
+def video_metrics(track, prompts, frames, width, height):
+    """Every metric of one video of width x height pixels; prompts: [(colour, shape, direction)] (one: a
+    single-prompt video)."""
     if len(prompts) == 1:
         a, m, r = seam_jump(track)
         c, s = prompts[0][0], prompts[0][1]
         return dict(identity=identity(track, [c] * frames, [s] * frames), found=float(np.mean(track["found"])),
-                    seam_jump_px=a, within_jump_px=m, seam_ratio=r, jerk=jerk(track))
+                    seam_jump_px=a, within_jump_px=m, seam_ratio=r, jerk=jerk(track, width, height))
     match, shown = segments(track, prompts, frames)
     return dict(segment_match=match, segments_shown=shown)
 
@@ -328,7 +339,7 @@ def run_experiment(args, parts, device, write):
         rate[method] = seconds / (T * len(seeds))
         cell = dict(mode=mode, frames=T, method=method, ranks=ranks if method in ("exact", "published") else None,
                     seeds=seeds, prompts=prompts, seconds=seconds, tracks=tracks)
-        add_metrics(cell)
+        add_metrics(cell, args.width, args.height)
         results["cells"].append(cell)
         print(f"{mode} T={T} {method:<11} {seconds:6.1f} s  " + "  ".join(
             f"{k} {v['mean']:.3f}" for k, v in cell["summary"].items()), flush=True)
@@ -336,8 +347,8 @@ def run_experiment(args, parts, device, write):
     return results
 
 
-def add_metrics(cell):
-    per_seed = [video_metrics(tr, [tuple(p) for p in ps], cell["frames"])
+def add_metrics(cell, width, height):
+    per_seed = [video_metrics(tr, [tuple(p) for p in ps], cell["frames"], width, height)
                 for tr, ps in zip(cell["tracks"], cell["prompts"])]
     cell["metrics"] = per_seed
     cell["summary"] = {k: summarise([m[k] for m in per_seed]) for k in per_seed[0]} if per_seed else {}
@@ -487,7 +498,7 @@ def main(argv=None):
             results = json.load(f)
         for cell in results["cells"]:
             if not cell.get("skipped"):
-                add_metrics(cell)
+                add_metrics(cell, results["settings"]["width"], results["settings"]["height"])
         write_report(results, args.out)
         print(table(results))
         return 0
