@@ -10,7 +10,8 @@ A T-frame video is sampled four ways, with the same prompts, seeds and DDIM (sam
   published    the published implementation's approximations (tiny/published.py) over the same N ranks
   full         the model over all T frames at once with full temporal attention (the naive long run)
 N = T / 16 by default: every rank holds 16 frames, so the ranks' seams are the independent clips' seams.
-The exact method's video does not depend on N (the project's tests), so its N is only a matter of speed.
+The exact method's video does not depend on N (the project's tests): it runs on 4 ranks, for speed.
+Each length and method samples the single-prompt videos of every seed and the multi-prompt ones in one batch.
 
 Each frame is decoded and the detector of tiny/detect.py finds the shape: its track (found, x, y, colour, shape per
 frame) is kept in the JSON, and the metrics are computed from the tracks (so they can be recomputed, --from-json):
@@ -24,6 +25,7 @@ frame) is kept in the JSON, and the metrics are computed from the tracks (so the
 Each metric is a mean over seeds with its 95 % confidence interval (Student t).
 """
 import argparse
+from contextlib import nullcontext
 import json
 import math
 import os
@@ -102,27 +104,26 @@ def frame_prompts(frames, prompts, method, ranks):
 OPTS = published.Published()  # which approximations the published method applies (--published-only)
 
 
-def sample_latents(parts, method, prompts_per_seed, seeds, frames, ranks, s, device):
-    """DDIM latents (S, 4, T, h, w) of `method` for one prompt list per seed (all lists the same length P)."""
+def sample_latents(parts, method, videos, seeds, frames, ranks, s, device):
+    """DDIM latents (S, 4, T, h, w) of `method`: videos[i] is a list of prompt texts (P >= 1 segments), seeds[i]
+    its seed. ranks: N of the exact and published methods."""
     unet = parts["unet"]
     latent = (4, s.height // 8, s.width // 8)
     schedule = make_schedule(s.steps, s.eta)
     steps = len(schedule.timesteps)
+    unique = sorted(set(seeds))
     if method == "published" and OPTS.rank_noise:
-        noise = published_noise(seeds, frames, latent, steps, ranks, device)
+        noise = published_noise(unique, frames, latent, steps, ranks, device)
     else:
-        noise = exact_noise(seeds, frames, latent, steps, device)
-    P = len(prompts_per_seed[0])
-    which = torch.tensor(frame_prompts(frames, P, method, ranks))
+        noise = exact_noise(unique, frames, latent, steps, device)
+    pick = torch.tensor([unique.index(seed) for seed in seeds], device=device)
     cond, uncond = [], None
-    for prompts in prompts_per_seed:
+    for prompts in videos:
         c, uncond = encode_prompts(parts, prompts, device)  # (P, 77, d), (1, 77, d)
-        cond.append(c[which])  # (T, 77, d)
-    cond = torch.stack(cond).to(device)
-    uncond = uncond.to(device)[:, None].expand(len(seeds), frames, -1, -1)
-    context = torch.cat([cond, uncond])  # (2S, T, 77, d): cond of every seed, then uncond
+        cond.append(c[torch.tensor(frame_prompts(frames, len(prompts), method, ranks))])  # (T, 77, d)
     dtype = next(unet.parameters()).dtype
-    context = context.to(dtype)
+    uncond = uncond[:, None].expand(len(videos), frames, -1, -1)
+    context = torch.cat([torch.stack(cond), uncond]).to(device, dtype)  # (2S, T, 77, d): cond of each video, uncond
 
     if method == "independent":
         forward = independent_forward(unet, s.fps)
@@ -138,7 +139,7 @@ def sample_latents(parts, method, prompts_per_seed, seeds, frames, ranks, s, dev
         return forward(torch.cat([x, x]).to(dtype), tt, context).float().chunk(2)
 
     def run():
-        return ddim_sample(eps_fn, noise[0], schedule, s.guidance, lambda i, x: noise[i + 1])[0]
+        return ddim_sample(eps_fn, noise[0][pick], schedule, s.guidance, lambda i, x: noise[i + 1][pick])[0]
 
     if method == "exact":
         with parallel_temporal_layers(unet, s.scope):
@@ -257,15 +258,16 @@ def summarise(values):
 # Prompts and the detector (tiny/data.py, tiny/detect.py)
 
 def vocabulary():
-    """(colours, shapes, directions) of the tiny model's prompt grammar."""
+    """(colours, shapes, directions) of the tiny model's prompt grammar (tiny/data.py); black background."""
     from tiny import data
-    return list(data.COLOURS), list(data.SHAPES), list(data.DIRECTIONS)
+    return list(data.SHAPE_COLOURS), list(data.SHAPES), list(data.DIRECTIONS)
 
 
 def prompts_for(seed, count):
-    """`count` prompts for a seed, drawn from it: (colour, shape, direction), colours and shapes distinct in turn."""
+    """`count` prompts for a seed, drawn from it: (colour, shape, direction); in a multi-prompt video each prompt
+    differs from the one before in colour and in shape, so the detector can tell the segments apart."""
     colours, shapes, directions = vocabulary()
-    rng = np.random.default_rng(10_000 + seed)
+    rng = np.random.default_rng(10_000 * count + seed)
     out = []
     for _ in range(count):
         while True:
@@ -280,17 +282,33 @@ def prompt_text(p):
     return f"a {p[0]} {p[1]} moving {p[2]}"
 
 
-def track_video(frames):
-    """uint8 frames (T, H, W, 3) -> track dict of lists (found, x, y, colour, shape) from tiny/detect.py."""
+def largest_blob(mask):
+    """tiny/detect.py's largest 4-connected blob through scipy's labelling, where scipy is installed: the same blob
+    (labels are numbered in the raster order in which detect.py's search meets them, ties go to the first), some
+    ten times faster. The experiment detects 10^5 frames."""
+    from scipy import ndimage
+    labels, count = ndimage.label(mask)  # 4-connected: the default structure
+    if not count:
+        return np.zeros_like(mask)
+    return labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+
+
+def track_video(video):
+    """uint8 frames (T, H, W, 3) -> track: lists found, x, y, colour, shape (tiny/detect.py; "" when not found)."""
     from tiny import detect
-    found, x, y, colour, shape = [], [], [], [], []
-    for d in detect.detect_video(frames):
-        found.append(bool(d["found"]))
-        x.append(float(d["x"]) if d["found"] else math.nan)
-        y.append(float(d["y"]) if d["found"] else math.nan)
-        colour.append(str(d["colour"]) if d["found"] else "")
-        shape.append(str(d["shape"]) if d["found"] else "")
-    return dict(found=found, x=x, y=y, colour=colour, shape=shape)
+    try:
+        import scipy.ndimage  # noqa: F401
+        detect.largest_blob = largest_blob
+    except ImportError:
+        pass
+    dets = detect.detect(video)
+    return dict(found=[bool(d.found) for d in dets], x=[float(d.x) for d in dets], y=[float(d.y) for d in dets],
+                colour=[d.colour or "" for d in dets], shape=[d.shape or "" for d in dets])
+
+
+def track_videos(videos, pool):
+    """Tracks of uint8 videos (S, T, H, W, 3), over a process pool (None: here)."""
+    return list(pool.map(track_video, videos)) if pool else [track_video(v) for v in videos]
 
 
 # -----------------------------------------------------------------------------
@@ -303,46 +321,57 @@ class Settings:
 
 
 def cells(args):
-    """(mode, T, method) in the order they run: single-prompt videos at every length first, then multi-prompt."""
-    modes = ["single"] + (["multi"] if args.multi_prompts > 1 else [])
-    return [(mode, T, m) for mode in modes for T in args.frames for m in args.methods]
+    """(T, method) in the order they run: every method at a length, the lengths in the order given."""
+    return [(T, m) for T in args.frames for m in args.methods]
 
 
-def run_experiment(args, parts, device, write):
+def ranks_of(method, T, args):
+    if method == "exact":
+        return args.exact_ranks
+    if method == "published":
+        return args.ranks or T // CLIP
+    return None
+
+
+def run_experiment(args, parts, device, write, pool=None):
+    """Every (T, method): the single-prompt videos of every seed and the multi-prompt ones, sampled together."""
     scope = DualScope(local_window=args.local_window, global_frames=args.global_frames)
     s = Settings(args, scope)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    modes = [("single", 1)] + ([("multi", args.multi_prompts)] if args.multi_prompts > 1 else [])
+    jobs = [(mode, P, seed) for mode, P in modes for seed in seeds]  # one video each
     results = dict(settings={k: v for k, v in vars(args).items() if k not in ("out", "from_json")},
                    published=dict((a, getattr(OPTS, a)) for a in published.APPROXIMATIONS), cells=[])
-    t_start, rate = time.perf_counter(), {}  # seconds per (frame x seed) of each method, measured as we go
-    for mode, T, method in cells(args):
+    t_start, rate = time.perf_counter(), {}  # seconds per (frame x video) of each method, measured as we go
+    for T, method in cells(args):
         if T % CLIP:
             raise SystemExit(f"--frames: {T} is not a multiple of {CLIP} (the independent clips' length)")
-        ranks = args.ranks or T // CLIP
-        P = 1 if mode == "single" else args.multi_prompts
+        ranks = ranks_of(method, T, args)
         spent = time.perf_counter() - t_start
-        guess = rate.get(method, max(rate.values(), default=0)) * T * len(seeds)
+        guess = rate.get(method, max(rate.values(), default=0)) * T * len(jobs)
         if args.budget and spent + guess > args.budget:
-            print(f"skip {mode} T={T} {method}: ~{guess:.0f} s left to do, {args.budget - spent:.0f} s of the budget "
-                  f"left", flush=True)
-            results["cells"].append(dict(mode=mode, frames=T, method=method, ranks=ranks, skipped=True))
+            print(f"skip T={T} {method}: ~{guess:.0f} s to do, {args.budget - spent:.0f} s of the budget left",
+                  flush=True)
+            results["cells"] += [dict(mode=m, frames=T, method=method, ranks=ranks, skipped=True) for m, _ in modes]
             continue
         t0 = time.perf_counter()
-        prompts = [prompts_for(seed, P) for seed in seeds]
+        prompts = [prompts_for(seed, P) for _, P, seed in jobs]
         tracks = []
-        for i in range(0, len(seeds), args.batch):  # seeds in batches: one DDIM for the batch
+        for i in range(0, len(jobs), args.batch):  # videos in batches: one DDIM for a batch
             z = sample_latents(parts, method, [[prompt_text(p) for p in ps] for ps in prompts[i:i + args.batch]],
-                               seeds[i:i + args.batch], T, ranks, s, device)
-            for video in decode(parts, z):
-                tracks.append(track_video(video))
+                               [seed for _, _, seed in jobs[i:i + args.batch]], T, ranks, s, device)
+            tracks += track_videos(decode(parts, z), pool)
         seconds = time.perf_counter() - t0
-        rate[method] = seconds / (T * len(seeds))
-        cell = dict(mode=mode, frames=T, method=method, ranks=ranks if method in ("exact", "published") else None,
-                    seeds=seeds, prompts=prompts, seconds=seconds, tracks=tracks)
-        add_metrics(cell, args.width, args.height)
-        results["cells"].append(cell)
-        print(f"{mode} T={T} {method:<11} {seconds:6.1f} s  " + "  ".join(
-            f"{k} {v['mean']:.3f}" for k, v in cell["summary"].items()), flush=True)
+        rate[method] = seconds / (T * len(jobs))
+        for mode, _ in modes:
+            own = [i for i, job in enumerate(jobs) if job[0] == mode]
+            cell = dict(mode=mode, frames=T, method=method, ranks=ranks, seeds=[jobs[i][2] for i in own],
+                        prompts=[prompts[i] for i in own], seconds_with_other_mode=seconds,
+                        tracks=[tracks[i] for i in own])
+            add_metrics(cell, args.width, args.height)
+            results["cells"].append(cell)
+            print(f"T={T} {method:<11} {mode:<6} {seconds:6.1f} s  " + "  ".join(
+                f"{k} {v['mean']:.3f}" for k, v in cell["summary"].items()), flush=True)
         write(results)
     return results
 
@@ -411,6 +440,9 @@ def plot(results, path):
             ci = np.nan_to_num(np.array([p[1]["ci95"] for p in pts]) * scale)
             ax.errorbar(T, mean, yerr=ci, marker="o", ms=3, capsize=2, label=m)
         ax.set_xscale("log", base=2)
+        lengths = sorted({c["frames"] for c in cells})
+        ax.set_xticks(lengths, [str(T) for T in lengths])
+        ax.minorticks_off()
         ax.set_xlabel("frames")
         ax.set_title(label, fontsize=9)
         ax.tick_params(labelsize=8)
@@ -460,7 +492,10 @@ def parse_args(argv=None):
     a("--seeds", type=int, default=16, help="videos per length and method, seeds first-seed.. (default 16)")
     a("--first-seed", type=int, default=0, help="first seed (default 0)")
     a("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="which ways to sample (default all four)")
-    a("--ranks", type=int, help="N for exact and published (default T/16: 16 frames per rank)")
+    a("--ranks", type=int, help="N of the published method (default T/16: 16 frames per rank, its seams are the "
+      "independent clips' seams)")
+    a("--exact-ranks", type=int, default=4, help="N of the exact method (default 4; its video is the same for "
+      "every N, so N is only a matter of speed)")
     a("--multi-prompts", type=int, default=2, help="P prompts per multi-prompt video; 1 skips those videos "
       "(default 2)")
     a("--published-only", nargs="+", choices=published.APPROXIMATIONS, help="apply only these approximations in "
@@ -468,15 +503,17 @@ def parse_args(argv=None):
     a("--checkpoint", help="weights (.safetensors) of the tiny model")
     a("--model-config", help="its JSON model config")
     a("--random-weights", action="store_true", help="random weights from --model-config (to try the pipeline)")
-    a("--height", type=int, default=64, help="video height in pixels (default 64)")
+    a("--height", type=int, default=64, help="video height in pixels (default 64, the tiny model's)")
     a("--width", type=int, default=64, help="video width in pixels (default 64)")
-    a("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    a("--steps", type=int, default=20, help="DDIM steps (default 20)")
     a("--eta", type=float, default=1.0, help="DDIM eta (default 1.0)")
-    a("--guidance", type=float, default=12.0, help="classifier-free guidance (default 12)")
+    a("--guidance", type=float, default=7.5, help="classifier-free guidance (default 7.5)")
     a("--fps", type=int, default=24, help="fps conditioning (default 24)")
     a("--local-window", type=int, default=8, help="dual scope w, also the published attention padding (default 8)")
     a("--global-frames", type=int, default=16, help="dual scope k, also the published top_k (default 16)")
-    a("--batch", type=int, default=16, help="seeds sampled together in one batch (default 16)")
+    a("--batch", type=int, default=64, help="videos sampled together in one DDIM batch (default 64)")
+    a("--workers", type=int, default=os.cpu_count(), help="processes that run the detector (default: one per "
+      "CPU core)")
     a("--budget", type=float, help="seconds: skip what would not finish in them (estimated from what ran)")
     a("--dtype", choices=["fp32", "bf16"], default="fp32", help="model dtype (default fp32)")
     a("--out", required=True, help="output path without extension: OUT.json, OUT.md, OUT.png")
@@ -505,11 +542,14 @@ def main(argv=None):
     scope = DualScope(local_window=args.local_window, global_frames=args.global_frames)
     OPTS = published.Published.only(*args.published_only, scope=scope) if args.published_only else \
         published.Published(scope=scope)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    parts = load_parts(args, device, dict(fp32=torch.float32, bf16=torch.bfloat16)[args.dtype])
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    results = run_experiment(args, parts, device, lambda r: write_report(r, args.out))
+    import multiprocessing
+    # the detector's processes, forked before CUDA starts in this one
+    with multiprocessing.get_context("fork").Pool(args.workers) if args.workers > 1 else nullcontext() as pool:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        parts = load_parts(args, device, dict(fp32=torch.float32, bf16=torch.bfloat16)[args.dtype])
+        results = run_experiment(args, parts, device, lambda r: write_report(r, args.out), pool)
     write_report(results, args.out)
     print(table(results))
     return 0
