@@ -2,7 +2,7 @@
 
     python -m tiny.coherence --out docs/coherence            # the full experiment: minutes on a GPU
     python -m tiny.coherence --frames 64 --seeds 2 --out /tmp/coh   # a smoke run on a CPU
-    python -m tiny.coherence --from-json docs/coherence.json --out docs/coherence   # metrics, table, plot again
+    python -m tiny.coherence --from-json /tmp/coh.tracks.json --out docs/coherence   # metrics, table, plot again
 
 A T-frame video is sampled four ways, with the same prompts, seeds and DDIM (sample.py's):
   independent  T/16 separate 16-frame videos, each the base model with its full attention: no communication
@@ -14,7 +14,7 @@ The exact method's video does not depend on N (the project's tests): it runs on 
 Each length and method samples the single-prompt videos of every seed and the multi-prompt ones in one batch.
 
 Each frame is decoded and the detector of tiny/detect.py finds the shape: its track (found, x, y, colour, shape per
-frame) is kept in the JSON, and the metrics are computed from the tracks (so they can be recomputed, --from-json):
+frame) is kept in OUT.tracks.json, and the metrics are computed from the tracks (recomputed with --from-json):
   identity    fraction of frames where the prompted colour and shape are found
   seam jump   mean position jump across a 16-frame seam (frames 15 -> 16, 31 -> 32, ...) over the median jump
               between the other consecutive frames (floored at half a pixel): 1 is seamless
@@ -104,7 +104,14 @@ def frame_prompts(frames, prompts, method, ranks):
 OPTS = published.Published()  # which approximations the published method applies (--published-only)
 
 
-def sample_latents(parts, method, videos, seeds, frames, ranks, s, device):
+def progress(what, t0, every=5):
+    def report(i, total):
+        if (i + 1) % every == 0 or i + 1 == total:
+            print(f"  {what}: step {i + 1}/{total}, {time.perf_counter() - t0:.0f} s", flush=True)
+    return report
+
+
+def sample_latents(parts, method, videos, seeds, frames, ranks, s, device, progress=None):
     """DDIM latents (S, 4, T, h, w) of `method`: videos[i] is a list of prompt texts (P >= 1 segments), seeds[i]
     its seed. ranks: N of the exact and published methods."""
     unet = parts["unet"]
@@ -139,7 +146,8 @@ def sample_latents(parts, method, videos, seeds, frames, ranks, s, device):
         return forward(torch.cat([x, x]).to(dtype), tt, context).float().chunk(2)
 
     def run():
-        return ddim_sample(eps_fn, noise[0][pick], schedule, s.guidance, lambda i, x: noise[i + 1][pick])[0]
+        return ddim_sample(eps_fn, noise[0][pick], schedule, s.guidance, lambda i, x: noise[i + 1][pick],
+                           progress)[0]
 
     if method == "exact":
         with parallel_temporal_layers(unet, s.scope):
@@ -342,13 +350,16 @@ def run_experiment(args, parts, device, write, pool=None):
     jobs = [(mode, P, seed) for mode, P in modes for seed in seeds]  # one video each
     results = dict(settings={k: v for k, v in vars(args).items() if k not in ("out", "from_json")},
                    published=dict((a, getattr(OPTS, a)) for a in published.APPROXIMATIONS), cells=[])
-    t_start, rate = time.perf_counter(), {}  # seconds per (frame x video) of each method, measured as we go
+    # seconds per frame of one DDIM batch of each method, measured as we go: with the batch's videos on one GPU the
+    # time goes to the ranks' launches more than to the arithmetic, so it scales with T, not with the batch size
+    t_start, rate, strips = time.perf_counter(), {}, {}
+    batches = -(-len(jobs) // args.batch)
     for T, method in cells(args):
         if T % CLIP:
             raise SystemExit(f"--frames: {T} is not a multiple of {CLIP} (the independent clips' length)")
         ranks = ranks_of(method, T, args)
         spent = time.perf_counter() - t_start
-        guess = rate.get(method, max(rate.values(), default=0)) * T * len(jobs)
+        guess = rate.get(method, max(rate.values(), default=0)) * T * batches
         if args.budget and spent + guess > args.budget:
             print(f"skip T={T} {method}: ~{guess:.0f} s to do, {args.budget - spent:.0f} s of the budget left",
                   flush=True)
@@ -356,13 +367,16 @@ def run_experiment(args, parts, device, write, pool=None):
             continue
         t0 = time.perf_counter()
         prompts = [prompts_for(seed, P) for _, P, seed in jobs]
-        tracks = []
+        tracks, first = [], None
         for i in range(0, len(jobs), args.batch):  # videos in batches: one DDIM for a batch
             z = sample_latents(parts, method, [[prompt_text(p) for p in ps] for ps in prompts[i:i + args.batch]],
-                               [seed for _, _, seed in jobs[i:i + args.batch]], T, ranks, s, device)
-            tracks += track_videos(decode(parts, z), pool)
+                               [seed for _, _, seed in jobs[i:i + args.batch]], T, ranks, s, device,
+                               progress(f"T={T} {method}", t0))
+            videos = decode(parts, z)
+            first = videos[0] if first is None else first
+            tracks += track_videos(videos, pool)
         seconds = time.perf_counter() - t0
-        rate[method] = seconds / (T * len(jobs))
+        rate[method] = seconds / (T * batches)
         for mode, _ in modes:
             own = [i for i, job in enumerate(jobs) if job[0] == mode]
             cell = dict(mode=mode, frames=T, method=method, ranks=ranks, seeds=[jobs[i][2] for i in own],
@@ -372,8 +386,18 @@ def run_experiment(args, parts, device, write, pool=None):
             results["cells"].append(cell)
             print(f"T={T} {method:<11} {mode:<6} {seconds:6.1f} s  " + "  ".join(
                 f"{k} {v['mean']:.3f}" for k, v in cell["summary"].items()), flush=True)
+        if T == args.frames[0]:  # a look at the first video of each method (every other frame of 64)
+            strips[method] = first[:64:2]
+            write_strip(strips, args.out + ".strip.png")
         write(results)
     return results
+
+
+def write_strip(strips, path):
+    """One row of frames per method, the rows in METHODS order: a PNG to look at what the metrics measured."""
+    import imageio.v3 as iio
+    rows = [np.concatenate(list(strips[m]), axis=1) for m in METHODS if m in strips]
+    iio.imwrite(path, np.concatenate(rows, axis=0))
 
 
 def add_metrics(cell, width, height):
@@ -453,13 +477,16 @@ def plot(results, path):
 
 
 def write_report(results, out):
-    """out.json (raw results and tracks), out.md (the table) and out.png (the plot, where matplotlib is)."""
+    """OUT.json (settings, per-video metrics, summaries), OUT.tracks.json (the same with every detector track:
+    --from-json recomputes the metrics from it), OUT.md (the table) and OUT.png (the plot, where matplotlib is)."""
     def dump(path, text):
         tmp = path + ".partial"
         with open(tmp, "w") as f:
             f.write(text)
         os.replace(tmp, path)
-    dump(out + ".json", json.dumps(results, allow_nan=True))
+    dump(out + ".tracks.json", json.dumps(results))
+    dump(out + ".json", json.dumps(dict(results, cells=[{k: v for k, v in c.items() if k != "tracks"}
+                                                        for c in results["cells"]]), indent=1))
     if any(not c.get("skipped") for c in results["cells"]):
         dump(out + ".md", table(results))
         try:
@@ -517,7 +544,7 @@ def parse_args(argv=None):
     a("--budget", type=float, help="seconds: skip what would not finish in them (estimated from what ran)")
     a("--dtype", choices=["fp32", "bf16"], default="fp32", help="model dtype (default fp32)")
     a("--out", required=True, help="output path without extension: OUT.json, OUT.md, OUT.png")
-    a("--from-json", metavar="PATH", help="recompute metrics, table and plot from a results JSON (no sampling)")
+    a("--from-json", metavar="PATH", help="recompute metrics, table and plot from an OUT.tracks.json (no sampling)")
     args = p.parse_args(argv)
     if not args.from_json and not args.checkpoint and not args.random_weights:
         p.error("give --checkpoint (and --model-config), or --random-weights with --model-config")
