@@ -93,15 +93,18 @@ def published_noise(seeds, frames, latent, steps, ranks, device):
             for _ in range(steps + 1)]
 
 
-def frame_prompts(frames, prompts, method, ranks):
+def published_opts(method, scope):
+    """The approximations of a published method: "published" all of them, "published:NAME" that one alone."""
+    name = method.partition(":")[2]
+    return published.Published.only(name, scope=scope) if name else published.Published(scope=scope)
+
+
+def frame_prompts(frames, prompts, opts, ranks):
     """Index of the prompt each frame shows: P equal parts of the timeline; the published code: by rank."""
-    if method == "published" and OPTS.rank_prompt:
+    if opts is not None and opts.rank_prompt:
         return [published.prompt_of_rank(r, ranks, prompts) for r, (s, e) in enumerate(split_frames(frames, ranks))
                 for _ in range(s, e)]
     return [f * prompts // frames for f in range(frames)]
-
-
-OPTS = published.Published()  # which approximations the published method applies (--published-only)
 
 
 def progress(what, t0, every=5):
@@ -119,7 +122,8 @@ def sample_latents(parts, method, videos, seeds, frames, ranks, s, device, progr
     schedule = make_schedule(s.steps, s.eta)
     steps = len(schedule.timesteps)
     unique = sorted(set(seeds))
-    if method == "published" and OPTS.rank_noise:
+    opts = published_opts(method, s.scope) if method.startswith("published") else None
+    if opts is not None and opts.rank_noise:
         noise = published_noise(unique, frames, latent, steps, ranks, device)
     else:
         noise = exact_noise(unique, frames, latent, steps, device)
@@ -127,7 +131,7 @@ def sample_latents(parts, method, videos, seeds, frames, ranks, s, device, progr
     cond, uncond = [], None
     for prompts in videos:
         c, uncond = encode_prompts(parts, prompts, device)  # (P, 77, d), (1, 77, d)
-        cond.append(c[torch.tensor(frame_prompts(frames, len(prompts), method, ranks))])  # (T, 77, d)
+        cond.append(c[torch.tensor(frame_prompts(frames, len(prompts), opts, ranks))])  # (T, 77, d)
     dtype = next(unet.parameters()).dtype
     uncond = uncond[:, None].expand(len(videos), frames, -1, -1)
     context = torch.cat([torch.stack(cond), uncond]).to(device, dtype)  # (2S, T, 77, d): cond of each video, uncond
@@ -152,8 +156,8 @@ def sample_latents(parts, method, videos, seeds, frames, ranks, s, device, progr
     if method == "exact":
         with parallel_temporal_layers(unet, s.scope):
             return run()
-    if method == "published":
-        with published.published_layers(unet, OPTS):
+    if opts is not None:
+        with published.published_layers(unet, opts):
             return run()
     return run()
 
@@ -329,14 +333,16 @@ class Settings:
 
 
 def cells(args):
-    """(T, method) in the order they run: every method at a length, the lengths in the order given."""
-    return [(T, m) for T in args.frames for m in args.methods]
+    """(T, method) in the order they run: every method at a length, the lengths in the order given; then the
+    published approximations one at a time ("published:NAME")."""
+    return [(T, m) for T in args.frames for m in args.methods] + \
+        [(T, f"published:{a}") for T in args.ablation_frames for a in args.ablations]
 
 
 def ranks_of(method, T, args):
     if method == "exact":
         return args.exact_ranks
-    if method == "published":
+    if method.startswith("published"):
         return args.ranks or T // CLIP
     return None
 
@@ -348,8 +354,7 @@ def run_experiment(args, parts, device, write, pool=None):
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     modes = [("single", 1)] + ([("multi", args.multi_prompts)] if args.multi_prompts > 1 else [])
     jobs = [(mode, P, seed) for mode, P in modes for seed in seeds]  # one video each
-    results = dict(settings={k: v for k, v in vars(args).items() if k not in ("out", "from_json")},
-                   published=dict((a, getattr(OPTS, a)) for a in published.APPROXIMATIONS), cells=[])
+    results = dict(settings={k: v for k, v in vars(args).items() if k not in ("out", "from_json")}, cells=[])
     # seconds per frame of one DDIM batch of each method, measured as we go: with the batch's videos on one GPU the
     # time goes to the ranks' launches more than to the arithmetic, so it scales with T, not with the batch size
     t_start, rate, strips = time.perf_counter(), {}, {}
@@ -426,6 +431,7 @@ def table(results):
     cells = {(c["mode"], c["frames"], c["method"]): c for c in results["cells"] if not c.get("skipped")}
     lengths = sorted({k[1] for k in cells})
     methods = [m for m in METHODS if any(k[2] == m for k in cells)]
+    methods += sorted({k[2] for k in cells} - set(METHODS))  # the approximations alone
     head = "| frames | method | " + " | ".join(f"{name}{' (' + unit + ')' if unit else ''}"
                                                 for _, name, _, unit in COLUMNS) + " | seeds |"
     rows = [head, "|" + "---|" * (len(COLUMNS) + 3)]
@@ -438,7 +444,11 @@ def table(results):
                 vals.append(fmt(src["summary"].get(key) if src else None, scale))
             n = max([len(c["seeds"]) for c in (single, multi) if c] or [0])
             rows.append(f"| {T} | {m} | " + " | ".join(vals) + f" | {n} |")
-    return "\n".join(rows) + "\n"
+    st = results["settings"]
+    note = (f"\nMean ± 95 % CI over seeds; DDIM {st['steps']} steps, eta {st['eta']}, guidance {st['guidance']}, "
+            f"{st['width']}x{st['height']} pixels; exact on {st['exact_ranks']} ranks, published on "
+            f"{st['ranks'] or 'T/16'}; multi-prompt videos: {st['multi_prompts']} prompts.\n")
+    return "\n".join(rows) + "\n" + note
 
 
 def plot(results, path):
@@ -478,7 +488,8 @@ def plot(results, path):
 
 def write_report(results, out):
     """OUT.json (settings, per-video metrics, summaries), OUT.tracks.json (the same with every detector track:
-    --from-json recomputes the metrics from it), OUT.md (the table) and OUT.png (the plot, where matplotlib is)."""
+    --from-json recomputes the metrics from it), OUT.table.md (the table) and OUT.png (the plot, where matplotlib
+    is)."""
     def dump(path, text):
         tmp = path + ".partial"
         with open(tmp, "w") as f:
@@ -488,7 +499,7 @@ def write_report(results, out):
     dump(out + ".json", json.dumps(dict(results, cells=[{k: v for k, v in c.items() if k != "tracks"}
                                                         for c in results["cells"]]), indent=1))
     if any(not c.get("skipped") for c in results["cells"]):
-        dump(out + ".md", table(results))
+        dump(out + ".table.md", table(results))
         try:
             plot(results, out + ".png")
         except ImportError:
@@ -525,8 +536,9 @@ def parse_args(argv=None):
       "every N, so N is only a matter of speed)")
     a("--multi-prompts", type=int, default=2, help="P prompts per multi-prompt video; 1 skips those videos "
       "(default 2)")
-    a("--published-only", nargs="+", choices=published.APPROXIMATIONS, help="apply only these approximations in "
-      "the published method (default all of them)")
+    a("--ablations", nargs="*", choices=published.APPROXIMATIONS, default=[], help="after the rest, sample with "
+      "each of these approximations of the published method alone, as method published:NAME (default none)")
+    a("--ablation-frames", type=int, nargs="+", default=[256], help="video lengths of the ablations (default 256)")
     a("--checkpoint", help="weights (.safetensors) of the tiny model")
     a("--model-config", help="its JSON model config")
     a("--random-weights", action="store_true", help="random weights from --model-config (to try the pipeline)")
@@ -543,7 +555,8 @@ def parse_args(argv=None):
       "CPU core)")
     a("--budget", type=float, help="seconds: skip what would not finish in them (estimated from what ran)")
     a("--dtype", choices=["fp32", "bf16"], default="fp32", help="model dtype (default fp32)")
-    a("--out", required=True, help="output path without extension: OUT.json, OUT.md, OUT.png")
+    a("--out", required=True, help="output path without extension: OUT.json, OUT.tracks.json, OUT.table.md, OUT.png, "
+      "OUT.strip.png")
     a("--from-json", metavar="PATH", help="recompute metrics, table and plot from an OUT.tracks.json (no sampling)")
     args = p.parse_args(argv)
     if not args.from_json and not args.checkpoint and not args.random_weights:
@@ -554,7 +567,6 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    global OPTS
     args = parse_args(argv)
     torch.set_grad_enabled(False)
     if args.from_json:
@@ -566,9 +578,6 @@ def main(argv=None):
         write_report(results, args.out)
         print(table(results))
         return 0
-    scope = DualScope(local_window=args.local_window, global_frames=args.global_frames)
-    OPTS = published.Published.only(*args.published_only, scope=scope) if args.published_only else \
-        published.Published(scope=scope)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     import multiprocessing
     # the detector's processes, forked before CUDA starts in this one
