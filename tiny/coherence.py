@@ -45,6 +45,7 @@ from sample import ddim_sample, encode_prompts, frame_noise, make_schedule  # no
 from tiny import published  # noqa: E402
 
 METHODS = ("independent", "exact", "published", "full")
+REFERENCE = "data"  # rendered training data: the metrics' values for perfect videos
 CLIP = 16  # VideoCrafter2's training length: the independent clips and, by default, the frames per rank
 
 
@@ -314,7 +315,8 @@ def track_video(video):
     except ImportError:
         pass
     dets = detect.detect(video)
-    return dict(found=[bool(d.found) for d in dets], x=[float(d.x) for d in dets], y=[float(d.y) for d in dets],
+    return dict(found=[bool(d.found) for d in dets], x=[round(float(d.x), 3) for d in dets],
+                y=[round(float(d.y), 3) for d in dets],
                 colour=[d.colour or "" for d in dets], shape=[d.shape or "" for d in dets])
 
 
@@ -359,6 +361,8 @@ def run_experiment(args, parts, device, write, pool=None):
     # time goes to the ranks' launches more than to the arithmetic, so it scales with T, not with the batch size
     t_start, rate, strips = time.perf_counter(), {}, {}
     batches = -(-len(jobs) // args.batch)
+    for T in args.frames:  # the metrics of the training data itself: what a perfect model would score
+        results["cells"].append(reference_cell(T, seeds, args.width, args.height, pool))
     for T, method in cells(args):
         if T % CLIP:
             raise SystemExit(f"--frames: {T} is not a multiple of {CLIP} (the independent clips' length)")
@@ -398,6 +402,23 @@ def run_experiment(args, parts, device, write, pool=None):
     return results
 
 
+def reference_cell(T, seeds, width, height, pool):
+    """The single-prompt metrics of rendered training-data videos (tiny/data.py) with each seed's prompt: a scene
+    of a random speed and start, as the model was trained on, T frames long. The detector's pixel grid makes the
+    seam ratio and jerk of perfect motion not exactly 1 and 0."""
+    from tiny import data
+    prompts = [prompts_for(seed, 1) for seed in seeds]
+    videos = []
+    for seed, ((colour, shape, direction),) in zip(seeds, prompts):
+        scene = data.random_scene(np.random.default_rng(seed))
+        scene = data.Scene(shape, colour, direction, "black", scene.speed, scene.x, scene.y)
+        videos.append(data.render(scene, T)[0].numpy())
+    cell = dict(mode="single", frames=T, method="data", ranks=None, seeds=seeds, prompts=prompts,
+                tracks=track_videos(videos, pool))
+    add_metrics(cell, width, height)
+    return cell
+
+
 def write_strip(strips, path):
     """One row of frames per method, the rows in METHODS order: a PNG to look at what the metrics measured."""
     import imageio.v3 as iio
@@ -430,8 +451,8 @@ def fmt(summary, scale):
 def table(results):
     cells = {(c["mode"], c["frames"], c["method"]): c for c in results["cells"] if not c.get("skipped")}
     lengths = sorted({k[1] for k in cells})
-    methods = [m for m in METHODS if any(k[2] == m for k in cells)]
-    methods += sorted({k[2] for k in cells} - set(METHODS))  # the approximations alone
+    methods = [m for m in (REFERENCE,) + METHODS if any(k[2] == m for k in cells)]
+    methods += sorted({k[2] for k in cells} - set(METHODS) - {REFERENCE})  # the approximations alone
     head = "| frames | method | " + " | ".join(f"{name}{' (' + unit + ')' if unit else ''}"
                                                 for _, name, _, unit in COLUMNS) + " | seeds |"
     rows = [head, "|" + "---|" * (len(COLUMNS) + 3)]
@@ -473,6 +494,10 @@ def plot(results, path):
             mean = np.array([p[1]["mean"] for p in pts]) * scale
             ci = np.nan_to_num(np.array([p[1]["ci95"] for p in pts]) * scale)
             ax.errorbar(T, mean, yerr=ci, marker="o", ms=3, capsize=2, label=m)
+        ref = sorted((c["frames"], c["summary"][key]["mean"] * scale) for c in cells
+                     if c["method"] == REFERENCE and key in c["summary"])
+        if ref:
+            ax.plot([r[0] for r in ref], [r[1] for r in ref], ls="--", color="gray", label="training data")
         ax.set_xscale("log", base=2)
         lengths = sorted({c["frames"] for c in cells})
         ax.set_xticks(lengths, [str(T) for T in lengths])
