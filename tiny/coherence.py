@@ -46,6 +46,7 @@ from tiny import published  # noqa: E402
 
 METHODS = ("independent", "exact", "published", "full")
 REFERENCE = "data"  # rendered training data: the metrics' values for perfect videos
+TINY = os.path.dirname(os.path.abspath(__file__))
 CLIP = 16  # VideoCrafter2's training length: the independent clips and, by default, the frames per rank
 
 
@@ -564,14 +565,16 @@ def parse_args(argv=None):
     a("--ablations", nargs="*", choices=published.APPROXIMATIONS, default=[], help="after the rest, sample with "
       "each of these approximations of the published method alone, as method published:NAME (default none)")
     a("--ablation-frames", type=int, nargs="+", default=[256], help="video lengths of the ablations (default 256)")
-    a("--checkpoint", help="weights (.safetensors) of the tiny model")
-    a("--model-config", help="its JSON model config")
+    a("--checkpoint", default=os.path.join(TINY, "tiny_vc2.safetensors"), help="weights of the model (default: "
+      "the tiny model's, tiny/tiny_vc2.safetensors)")
+    a("--model-config", default=os.path.join(TINY, "config.json"), help="its JSON model config (default "
+      "tiny/config.json)")
     a("--random-weights", action="store_true", help="random weights from --model-config (to try the pipeline)")
     a("--height", type=int, default=64, help="video height in pixels (default 64, the tiny model's)")
     a("--width", type=int, default=64, help="video width in pixels (default 64)")
-    a("--steps", type=int, default=20, help="DDIM steps (default 20)")
+    a("--steps", type=int, default=20, help="DDIM steps (default 20, as sample.py --tiny)")
     a("--eta", type=float, default=1.0, help="DDIM eta (default 1.0)")
-    a("--guidance", type=float, default=7.5, help="classifier-free guidance (default 7.5)")
+    a("--guidance", type=float, default=5.0, help="classifier-free guidance (default 5, as sample.py --tiny)")
     a("--fps", type=int, default=24, help="fps conditioning (default 24)")
     a("--local-window", type=int, default=8, help="dual scope w, also the published attention padding (default 8)")
     a("--global-frames", type=int, default=16, help="dual scope k, also the published top_k (default 16)")
@@ -584,10 +587,6 @@ def parse_args(argv=None):
       "OUT.strip.png")
     a("--from-json", metavar="PATH", help="recompute metrics, table and plot from an OUT.tracks.json (no sampling)")
     args = p.parse_args(argv)
-    if not args.from_json and not args.checkpoint and not args.random_weights:
-        p.error("give --checkpoint (and --model-config), or --random-weights with --model-config")
-    if args.random_weights and not args.model_config:
-        p.error("--random-weights needs --model-config")
     return args
 
 
