@@ -2,6 +2,7 @@
 
     torchrun --nproc_per_node 8 sample.py --prompt "a corgi running on the beach" --frames 2300
     python sample.py --emulate 3 --checkpoint model.ckpt ...      # N emulated ranks in one process (CPU debugging)
+    python sample.py --tiny --prompt "a red circle moving right" --frames 128   # the tiny shapes model, on a CPU
 
 The video depends only on the settings and the seed, never on the number of ranks: every rank runs the same
 DDIM loop on its clip, the temporal layers see the whole video through clip_parallel, and the noise of frame f
@@ -239,9 +240,17 @@ class Parser(argparse.ArgumentParser):
         raise UserError(message)
 
 
+# --tiny: the small model trained on coloured shapes in tiny/ (tiny/README.md), with the settings it samples well at
+TINY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny")
+TINY_DEFAULTS = dict(height=64, width=64, steps=20, guidance=5.0)
+
+
 def parse_args(argv=None):
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     a = p.add_argument
+    a("--tiny", action="store_true", help="use the tiny model shipped in tiny/ (trained here on coloured shapes, "
+      "NOT VideoCrafter2; prompts like 'a red circle moving right [on a white background]'): runs on a laptop CPU. "
+      "Its defaults replace the ones below: " + " ".join(f"--{k} {v}" for k, v in TINY_DEFAULTS.items()))
     a("--prompt", action="append", default=[], help="text prompt; repeat it for a multi-prompt video: "
       "P prompts split the timeline into P equal segments")
     a("--prompts", metavar="FILE", help="read the prompts from a text file, one per line (instead of --prompt)")
@@ -279,8 +288,16 @@ def parse_args(argv=None):
     a("--overwrite", action="store_true", help="replace an existing --out file")
     a("--save-latents", action="store_true", help="also write the final latents (T, 4, h, w) and the exact uint8 "
       "frames (the mp4 is lossy) to OUT.latents.safetensors, e.g. to compare runs")
+    if "--tiny" in (sys.argv[1:] if argv is None else argv):
+        p.set_defaults(**TINY_DEFAULTS)  # after add_argument: a set_defaults before it would lose to its default=
     args = p.parse_args(argv)
     args.prompt = read_prompts(args)
+    if args.tiny:
+        if args.checkpoint or args.model_config or args.random_weights:
+            raise UserError("--tiny brings its own weights and config: not with --checkpoint, --model-config or "
+                            "--random-weights")
+        args.checkpoint = os.path.join(TINY_DIR, "tiny_vc2.safetensors")
+        args.model_config = os.path.join(TINY_DIR, "config.json")
     check_args(args)
     return args
 

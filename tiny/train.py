@@ -1,7 +1,11 @@
 """Train the tiny VideoCrafter2 of tiny/: model.py's exact architecture at small sizes, on tiny/data.py's clips.
 
-    python tiny/train.py --out runs/tiny                     # one GPU, ~6 minutes on an H200
-    python tiny/train.py --out runs/cpu --vae-steps 2 --unet-steps 2 --batch 2 --eval-prompts 1   # smoke test
+    python tiny/train.py --out runs/tiny --minutes 20        # one GPU: stage 1 ~2 minutes, stage 2 --minutes
+    python tiny/train.py --out runs/cpu --vae-steps 2 --unet-steps 2 --batch 2 --vae-batch 4 --eval-prompts 1  # smoke
+
+The shipped tiny/tiny_vc2.safetensors is run 1 (tiny/README.md): --batch 128 --lr 6e-4 --unet-steps 1384 on one
+H200 (stage 1: 130 s; stage 2: 4.6 steps/s, 300 s, bound by kernel launches, not arithmetic: a batch of 512
+should cost about the same per step, hence the defaults). That is too short: see tiny/README.md.
 
 Two stages, everything drawn from --seed (up to the GPU's own nondeterminism):
  1. the VAE (AutoencoderKL, factor 8: 64x64 frames -> 4x8x8 latents) on single frames: MSE + L1 + a tiny KL
@@ -75,7 +79,7 @@ def train_vae(vae, args, gen_cpu, gen_dev, device, out):
     for step in range(args.vae_steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.vae_steps, args.vae_lr)
-        x = data.training_batch(args.batch * 4, 1, gen_cpu, device)[0][:, :, 0]  # single frames (n, 3, H, W)
+        x = data.training_batch(args.vae_batch, 1, gen_cpu, device)[0][:, :, 0]  # single frames (n, 3, H, W)
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             mean, logvar = vae.encode(x)
             z = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=gen_dev, device=device)
@@ -123,6 +127,7 @@ def train_unet(parts, args, gen_cpu, gen_dev, device, out, steps):
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     ema = [p.detach().clone() for p in params]
     captions, t0 = Captions(), time.time()
+    saved = t0
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, args.lr)
@@ -152,7 +157,8 @@ def train_unet(parts, args, gen_cpu, gen_dev, device, out, steps):
             log(out, f"unet step {step} loss {loss.item():.4f} lr {opt.param_groups[0]['lr']:.2e} "
                      f"{time.time() - t0:.0f} s")
         late = time.time() - t0 > args.minutes * 60 * 1.25  # a safety stop, 25% over the budget
-        if out is not None and (step % 2000 == 1999 or step == steps - 1 or late):
+        if out is not None and (time.time() - saved > 300 or step == steps - 1 or late):  # saves every 5 minutes
+            saved = time.time()
             with torch.no_grad():
                 backup = [p.detach().clone() for p in params]
                 torch._foreach_copy_([p.data for p in params], ema)
@@ -213,8 +219,9 @@ def main():
     p.add_argument("--seed", type=int, default=0, help="seed of the data, the initialisation and the noise")
     p.add_argument("--vae-steps", type=int, default=2000, help="stage 1 steps (default 2000)")
     p.add_argument("--unet-steps", type=int, default=0, help="stage 2 steps (default 0: as many as fit --minutes)")
-    p.add_argument("--batch", type=int, default=128, help="clips per step in stage 2; 4x as many frames in stage 1")
-    p.add_argument("--lr", type=float, default=6e-4, help="stage 2 peak learning rate (AdamW, cosine)")
+    p.add_argument("--vae-batch", type=int, default=512, help="frames per step in stage 1 (default 512)")
+    p.add_argument("--batch", type=int, default=512, help="16-frame clips per step in stage 2 (default 512)")
+    p.add_argument("--lr", type=float, default=1e-3, help="stage 2 peak learning rate (AdamW, cosine; default 1e-3)")
     p.add_argument("--vae-lr", type=float, default=1e-3, help="stage 1 peak learning rate")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the saved weights")
     p.add_argument("--minutes", type=float, default=5.0, help="stage 2's time budget: sets the step count when "
@@ -256,10 +263,9 @@ def main():
     save(parts, out)
     parts = model.load_videocrafter2(os.path.join(out, "tiny_vc2.safetensors"), os.path.join(out, "config.json"),
                                      device=device)  # what ships: the fp16 weights
-    for steps, guidance, eta in ((20, 3.0, 1.0), (20, 5.0, 1.0), (20, 7.5, 1.0), (20, 5.0, 0.0), (10, 5.0, 0.0),
-                                 (10, 5.0, 1.0))[:6 if args.eval_prompts else 0]:
+    for steps, guidance, eta in ((20, 5.0, 1.0), (20, 7.5, 1.0))[:2 if args.eval_prompts else 0]:
         t = time.time()
-        rate = detection_rate(parts, EVAL_PROMPTS[:args.eval_prompts], steps, guidance, eta, seeds=(0, 1), device=device)
+        rate = detection_rate(parts, EVAL_PROMPTS[:args.eval_prompts], steps, guidance, eta, device=device)
         log(out, f"detection rate {rate:.3f} (steps {steps}, guidance {guidance}, eta {eta}) {time.time() - t:.0f} s")
 
 
