@@ -1,17 +1,19 @@
 """Does clip-parallel sampling keep a long video coherent across clips? The paper's claim, measured on the tiny model.
 
-    python -m tiny.coherence --out docs/coherence            # the full experiment: minutes on a GPU
+    python -m tiny.coherence --out /tmp/coh                  # the full experiment: ~6 minutes on one H200
     python -m tiny.coherence --frames 64 --seeds 2 --out /tmp/coh   # a smoke run on a CPU
-    python -m tiny.coherence --from-json /tmp/coh.tracks.json --out docs/coherence   # metrics, table, plot again
+    python -m tiny.coherence --from-json docs/coherence.tracks.json.gz --out /tmp/coh   # metrics, table, plot again
 
 A T-frame video is sampled four ways, with the same prompts, seeds and DDIM (sample.py's):
   independent  T/16 separate 16-frame videos, each the base model with its full attention: no communication
   exact        this project's clip-parallel dual scope (clip_parallel) over N emulated ranks
   published    the published implementation's approximations (tiny/published.py) over the same N ranks
   full         the model over all T frames at once with full temporal attention (the naive long run)
-N = T / 16 by default: every rank holds 16 frames, so the ranks' seams are the independent clips' seams.
-The exact method's video does not depend on N (the project's tests): it runs on 4 ranks, for speed.
+The published method runs on N = T/16 ranks by default: every rank holds 16 frames, so its seams are the
+independent clips' seams. The exact method's video does not depend on N (the project's tests): 4 ranks, for speed.
 Each length and method samples the single-prompt videos of every seed and the multi-prompt ones in one batch.
+A reference row, "data", scores rendered training clips with the same prompts: what a perfect model would get.
+--ablations adds the published method with one approximation at a time ("published:NAME").
 
 Each frame is decoded and the detector of tiny/detect.py finds the shape: its track (found, x, y, colour, shape per
 frame) is kept in OUT.tracks.json, and the metrics are computed from the tracks (recomputed with --from-json):
@@ -25,6 +27,7 @@ frame) is kept in OUT.tracks.json, and the metrics are computed from the tracks 
 Each metric is a mean over seeds with its 95 % confidence interval (Student t).
 """
 import argparse
+import gzip
 from contextlib import nullcontext
 import json
 import math
@@ -612,7 +615,8 @@ def parse_args(argv=None):
     a("--dtype", choices=["fp32", "bf16"], default="fp32", help="model dtype (default fp32)")
     a("--out", required=True, help="output path without extension: OUT.json, OUT.tracks.json, OUT.table.md, OUT.png, "
       "OUT.strip.png")
-    a("--from-json", metavar="PATH", help="recompute metrics, table and plot from an OUT.tracks.json (no sampling)")
+    a("--from-json", metavar="PATH", help="recompute metrics, table and plot from an OUT.tracks.json, or .json.gz "
+      "(no sampling)")
     args = p.parse_args(argv)
     return args
 
@@ -621,7 +625,7 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_grad_enabled(False)
     if args.from_json:
-        with open(args.from_json) as f:
+        with (gzip.open if args.from_json.endswith(".gz") else open)(args.from_json, "rt") as f:
             results = json.load(f)
         for cell in results["cells"]:
             if not cell.get("skipped"):
