@@ -477,7 +477,8 @@ def table(results):
     return "\n".join(rows) + "\n" + note
 
 
-PAIRED = [("identity", "identity", 100, "%"), ("seam_ratio", "seam ratio", 1, ""), ("jerk", "jerk", 1, "px/frame²")]
+PAIRED = [("identity", "identity", 100, "%"), ("found", "a shape found", 100, "%"), ("seam_ratio", "seam ratio", 1, ""),
+          ("jerk", "jerk", 1, "px/frame²")]
 
 
 def paired_table(results, against="exact"):
