@@ -112,7 +112,8 @@ def frame_prompts(frames, prompts, opts, ranks):
     return [f * prompts // frames for f in range(frames)]
 
 
-def progress(what, t0, every=5):
+def progress_lines(what, t0, every=5):
+    """A ddim_sample progress callback: a line every `every` steps (the run's log on a device)."""
     def report(i, total):
         if (i + 1) % every == 0 or i + 1 == total:
             print(f"  {what}: step {i + 1}/{total}, {time.perf_counter() - t0:.0f} s", flush=True)
@@ -385,7 +386,7 @@ def run_experiment(args, parts, device, write, pool=None):
         for i in range(0, len(jobs), args.batch):  # videos in batches: one DDIM for a batch
             z = sample_latents(parts, method, [[prompt_text(p) for p in ps] for ps in prompts[i:i + args.batch]],
                                [seed for _, _, seed in jobs[i:i + args.batch]], T, ranks, s, device,
-                               progress(f"T={T} {method}", t0))
+                               progress_lines(f"T={T} {method}", t0))
             videos = decode(parts, z)
             first = videos[0] if first is None else first
             tracks += track_videos(videos, pool)
