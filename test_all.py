@@ -1390,6 +1390,17 @@ def test_coherence_identity_segments_and_summary():
     assert s["n"] == 3 and s["mean"] == 2.0 and s["std"] == 1.0 and s["ci95"] == pytest.approx(4.303 / 3 ** 0.5)
 
 
+def test_coherence_fast_blob_is_the_detectors():
+    """coherence.largest_blob (scipy's labelling, swapped into the detector for 10^5 frames) picks the very blob of
+    tiny/detect.py's search, ties included, on random masks of every density."""
+    pytest.importorskip("scipy")
+    from tiny import coherence, detect
+    rng = np.random.default_rng(0)
+    for density in np.linspace(0.05, 0.65, 40):
+        mask = rng.random((24, 24)) < density
+        assert (coherence.largest_blob(mask) == detect.largest_blob(mask)).all()
+    assert not coherence.largest_blob(np.zeros((4, 4), bool)).any()
+
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
     print(error_table())
