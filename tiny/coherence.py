@@ -315,12 +315,16 @@ def largest_blob(mask):
 def track_video(video):
     """uint8 frames (T, H, W, 3) -> track: lists found, x, y, colour, shape (tiny/detect.py; "" when not found)."""
     from tiny import detect
+    searched = detect.largest_blob
     try:
         import scipy.ndimage  # noqa: F401
-        detect.largest_blob = largest_blob
+        detect.largest_blob = largest_blob  # for this call only: detect.py stays as it is for everyone else
     except ImportError:
         pass
-    dets = detect.detect(video)
+    try:
+        dets = detect.detect(video)
+    finally:
+        detect.largest_blob = searched
     return dict(found=[bool(d.found) for d in dets], x=[round(float(d.x), 3) for d in dets],
                 y=[round(float(d.y), 3) for d in dets],
                 colour=[d.colour or "" for d in dets], shape=[d.shape or "" for d in dets])
