@@ -1717,6 +1717,195 @@ def test_tiny_training_noise_is_what_the_sampler_inverts():
     assert rel_err(pred_x0, x0) < 1e-5 and rel_err(z, x0) < 0.05
 
 
+# -----------------------------------------------------------------------------
+# tiny/ coherence experiment: the published implementation's approximations (tiny/published.py) and the metrics
+# (tiny/coherence.py)
+
+def published_run(unet, x, timesteps, context, opts, ranks):
+    """tiny/published.py's forward over `ranks` emulated ranks, reassembled: (b, c, T, h, w)."""
+    from tiny import published
+    frames = x.shape[2]
+    clips = split_frames(frames, ranks)
+    with published.published_layers(unet, opts):
+        outs = clip_parallel.run_ranks(ranks, lambda comm: published.clip_forward(
+            unet, comm, frames, x[:, :, clips[comm.rank][0]:clips[comm.rank][1]], timesteps, context, 24))
+    return torch.cat(outs, dim=2)
+
+
+@pytest.fixture(scope="module")
+def published_case():
+    """A random tiny UNet in float64 (differences are the method's, not rounding) and one input, both phases."""
+    unet = simulate.randomize(model.UNet(**simulate.TINY_UNET), 0).double().eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 4, 20, 8, 8, generator=g, dtype=torch.float64)
+    context = torch.randn(2, 77, unet.context_dim, generator=g, dtype=torch.float64)
+    scope = DualScope(local_window=4, global_frames=6)
+    return unet, x, torch.tensor([900, 300]), context, scope, simulate.single_device(unet, x, torch.tensor([900, 300]),
+                                                                                      context, 24, scope)
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3])
+def test_published_with_no_approximation_is_exact(published_case, ranks):
+    """Every switch off, the published layers compute the exact method: the layer swaps change only what they say."""
+    from tiny import published
+    unet, x, t, context, scope, reference = published_case
+    out = published_run(unet, x, t, context, published.Published.only(scope=scope), ranks)
+    assert rel_err(out, reference) < 1e-10
+
+
+def test_published_local_group_norm(published_case):
+    """Per-rank GroupNorm statistics alone: the same as the exact run on one rank, not on two (by far)."""
+    from tiny import published
+    unet, x, t, context, scope, reference = published_case
+    opts = published.Published.only("local_norm", scope=scope)
+    assert rel_err(published_run(unet, x, t, context, opts, 1), reference) < 1e-10
+    assert rel_err(published_run(unet, x, t, context, opts, 2), reference) > 1e-2
+
+
+def test_published_zero_ends_and_all_approximations(published_case):
+    """Zero frames at the video's ends change the video even on one rank; all approximations on depend on N."""
+    from tiny import published
+    unet, x, t, context, scope, reference = published_case
+    assert rel_err(published_run(unet, x, t, context, published.Published.only("zero_ends", scope=scope), 1),
+                   reference) > 1e-2
+    everything = published.Published(scope=scope)
+    one, two = (published_run(unet, x, t, context, everything, n) for n in (1, 2))
+    assert rel_err(one, reference) > 1e-2 and rel_err(two, one) > 1e-2
+
+
+@pytest.mark.parametrize("frames,ranks,expected", [
+    (64, 4, list(range(0, 64, 4))),  # 4 per rank at stride 4: 16 frames
+    (48, 3, [0, 3, 6, 9, 12, 16, 19, 22, 25, 28, 32, 35, 38, 41, 44]),  # 5 per rank at stride 3: only 15
+    (1024, 64, list(range(0, 256, 16))),  # one per rank (its first frame), the first 16 ranks only
+    (40, 1, [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30]),  # one rank: 16 at stride 40 // 16
+])
+def test_published_global_frames(frames, ranks, expected):
+    from tiny import published
+    assert published.published_global_frames(frames, ranks) == expected
+
+
+@pytest.mark.parametrize("timestep", [900, 300])
+def test_published_attention_keys(timestep):
+    """The keys of the published attention, read from its output: with q = 0 every logit is its bias, so the output
+    (v = x, to_out = identity) is the bias-weighted mean of the key frames: the window i-8..i+8 with zero frames
+    beyond the video's ends, plus the per-rank global frames, those inside the window counted twice."""
+    from tiny import published
+    frames, ranks, c = 40, 2, 4
+    attn = model.Attention(c, 1, c).double()
+    attn.to_q.weight.data.zero_()
+    attn.to_v.weight.data.copy_(torch.eye(c))
+    attn.to_out[0].weight.data.copy_(torch.eye(c))
+    attn.to_out[0].bias.data.zero_()
+    layer = published.PublishedAttention(attn, published.Published())
+    x = torch.randn(3, frames, c, dtype=torch.float64)  # ((b h w), T, c)
+    clips = split_frames(frames, ranks)
+
+    def rank(comm):
+        published.STATE.comm, published.STATE.clips = comm, clips
+        published.STATE.timesteps = torch.tensor([timestep])
+        start, stop = clips[comm.rank]
+        return layer(x[:, start:stop])
+    out = torch.cat(clip_parallel.run_ranks(ranks, rank), dim=1)
+    G = published.published_global_frames(frames, ranks)  # [0, 2, ..., 14, 20, 22, ..., 34]
+    b_local, b_global = (0.0, 10.0) if timestep >= 800 else (10.0, 0.0)
+    for i in (0, 5, 19, 20, 39):
+        window = [j for j in range(i - 8, i + 9) if 0 <= j < frames]  # the 17 - len(window) others are zero frames
+        num = math.exp(b_local) * x[:, window].sum(1) + math.exp(b_global) * x[:, G].sum(1)
+        den = 17 * math.exp(b_local) + len(G) * math.exp(b_global)
+        assert rel_err(out[:, i], num / den) < 1e-12
+
+
+def test_published_conv_block():
+    """The published temporal conv block on clips of 6 frames: the original block run on the clip padded with 4
+    frames per side from the neighbours, 4 zero frames at the video's ends, those 8 cropped; with local_norm and
+    zero_ends off, the block over the whole video."""
+    from tiny import published
+    block = simulate.randomize(model.TemporalConvBlock(32), 0).double()
+    x = torch.randn(2, 32, 12, 3, 3, dtype=torch.float64)
+    clips = [(0, 6), (6, 12)]
+
+    def run(opts):
+        layer = published.PublishedConvBlock(block, opts)
+
+        def rank(comm):
+            published.STATE.comm, published.STATE.clips = comm, clips
+            start, stop = clips[comm.rank]
+            return layer(x[:, :, start:stop])
+        return torch.cat(clip_parallel.run_ranks(2, rank), dim=2)
+    zeros = torch.zeros_like(x[:, :, :4])
+    expected = torch.cat([block(torch.cat([zeros, x[:, :, :10]], 2))[:, :, 4:10],
+                          block(torch.cat([x[:, :, 2:], zeros], 2))[:, :, 4:10]], 2)
+    assert rel_err(run(published.Published()), expected) < 1e-12
+    assert rel_err(run(published.Published.only()), block(x)) < 1e-12
+    assert rel_err(expected, block(x)) > 1e-2
+
+
+def synthetic_track(frames=64, start=(5.0, 30.0), velocity=(2.5, 0.0), size=64, shift_at=None, shift=(0.0, 0.0),
+                    noise=0.0, seed=0):
+    """Ground-truth motion of the data: constant velocity, bouncing off the walls [0, size]; optionally everything
+    from frame shift_at on displaced by `shift` (a seam), or noise added to every position."""
+    p, v, xs, ys = list(start), list(velocity), [], []
+    rng = np.random.default_rng(seed)
+    for f in range(frames):
+        dx, dy = shift if shift_at is not None and f >= shift_at else (0.0, 0.0)
+        xs.append(p[0] + dx + noise * rng.standard_normal())
+        ys.append(p[1] + dy + noise * rng.standard_normal())
+        for k in (0, 1):
+            p[k] += v[k]
+            if not 0 <= p[k] <= size:
+                p[k] = -p[k] if p[k] < 0 else 2 * size - p[k]
+                v[k] = -v[k]
+    return dict(found=[True] * frames, x=xs, y=ys, colour=["red"] * frames, shape=["circle"] * frames)
+
+
+def test_coherence_metrics_on_synthetic_tracks():
+    from tiny import coherence
+    smooth = synthetic_track()
+    across, within, ratio = coherence.seam_jump(smooth)
+    # 2.5 px a frame, less at the two bounces, where the wall folds a step (62.5 -> 63: 0.5 px)
+    assert within == pytest.approx(2.5, abs=0.15) and ratio == pytest.approx(1.0, abs=0.07)
+    assert coherence.jerk(smooth, 64, 64) < 1e-9  # constant velocity and bounces (x bounces twice in 64 frames)
+    jumped = synthetic_track(shift_at=32, shift=(0.0, 12.0))  # a discontinuity at the seam 31 -> 32
+    across, within, ratio = coherence.seam_jump(jumped)
+    # seams 15 -> 16, 31 -> 32, 47 -> 48
+    assert across == pytest.approx((2 * 2.5 + math.hypot(2.5, 12)) / 3, abs=1e-9)
+    assert ratio > 2.2
+    off_seam = synthetic_track(shift_at=40, shift=(0.0, 12.0))  # the same jump inside a clip: not a seam's
+    assert coherence.seam_jump(off_seam)[2] == pytest.approx(1.0, abs=0.07)
+    # |a| = 12 twice over 62 frames x 2 axes, less 3 x-values around each of the two bounces
+    assert coherence.jerk(jumped, 64, 64) == pytest.approx(2 * 12 / (62 * 2 - 6))
+    assert coherence.jerk(synthetic_track(noise=1.0), 64, 64) > 1.5  # about 1.95 sigma
+    lost = dict(smooth, found=[f % 2 == 0 for f in range(64)])  # no consecutive detections: nothing to measure
+    assert math.isnan(coherence.seam_jump(lost)[2]) and math.isnan(coherence.jerk(lost, 64, 64))
+
+
+def test_coherence_identity_segments_and_summary():
+    from tiny import coherence
+    track = synthetic_track(frames=32)
+    track["colour"] = ["red"] * 20 + ["blue"] * 12
+    track["found"] = [True] * 30 + [False] * 2
+    assert coherence.identity(track, ["red"] * 32, ["circle"] * 32) == pytest.approx(20 / 32)
+    prompts = [("red", "circle", "right"), ("blue", "circle", "left")]
+    match, shown = coherence.segments(track, prompts, 32)  # segments: frames 0-15 red, 16-31 blue
+    assert match == pytest.approx((16 + 10) / 32) and shown == 1.0
+    m = coherence.video_metrics(track, prompts[:1], 32, 64, 64)
+    assert m["identity"] == pytest.approx(20 / 32) and m["found"] == pytest.approx(30 / 32)
+    s = coherence.summarise([1.0, 2.0, 3.0, math.nan])
+    assert s["n"] == 3 and s["mean"] == 2.0 and s["std"] == 1.0 and s["ci95"] == pytest.approx(4.303 / 3 ** 0.5)
+
+
+def test_coherence_fast_blob_is_the_detectors():
+    """coherence.largest_blob (scipy's labelling, swapped into the detector for 10^5 frames) picks the very blob of
+    tiny/detect.py's search, ties included, on random masks of every density."""
+    pytest.importorskip("scipy")
+    from tiny import coherence, detect
+    rng = np.random.default_rng(0)
+    for density in np.linspace(0.05, 0.65, 40):
+        mask = rng.random((24, 24)) < density
+        assert (coherence.largest_blob(mask) == detect.largest_blob(mask)).all()
+    assert not coherence.largest_blob(np.zeros((4, 4), bool)).any()
+
+
 if __name__ == "__main__":  # rewrites the tables of docs/errors.md from the rows above, and prints them
     torch.set_grad_enabled(False)
     path = os.path.join(HERE, "docs", "errors.md")
