@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import model
+from clip_parallel import swap
 from dual_scope import DualScope, split_frames
 
 CONV_CONTEXT = 4  # frames per side the published conv block borrows: 4 convs of kernel 3 need 4 for exact interiors
@@ -209,12 +210,6 @@ class PublishedAttention(nn.Module):
         mask = mask[:, None].expand(b, B // b, 1, n, keys.shape[1]).reshape(B, 1, n, keys.shape[1])
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # scale d^-0.5
         return a.to_out(out.transpose(1, 2).flatten(2))
-
-
-def swap(parent, name, new):
-    old = getattr(parent, name)
-    setattr(parent, name, new)
-    return lambda: setattr(parent, name, old)
 
 
 @contextmanager
