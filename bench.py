@@ -26,7 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import fast
 import model
-from clip_parallel import DistComm, EmulatedComm, EmulatedGroup, clip_forward, init_distributed, parallel_temporal_layers
+from clip_parallel import (DistComm, EmulatedComm, EmulatedGroup, clip_forward, init_distributed,
+                           parallel_temporal_layers)
 from dual_scope import DualScope
 from simulate import TINY_UNET, Parser, check_latent_size, check_writable, randomize
 

@@ -176,7 +176,8 @@ EAGER = SimpleNamespace(group_moments=group_moments, normalize_tokens=normalize_
 def compiled(backend):
     """EAGER's functions compiled with static shapes: one specialised kernel per layer shape (a few per UNet level),
     no symbolic index arithmetic; they see few shapes in a run (one clip length, one dtype)."""
-    return SimpleNamespace(**{name: torch.compile(fn, backend=backend, dynamic=False) for name, fn in vars(EAGER).items()})
+    return SimpleNamespace(**{name: torch.compile(fn, backend=backend, dynamic=False)
+                              for name, fn in vars(EAGER).items()})
 
 
 def video_scale_shift(x, norm, ops, bias=None):

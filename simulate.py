@@ -382,13 +382,14 @@ def main_torchrun(args, scope):
         if comm.rank == 0:
             reference = single_device(unet, x, timesteps, context, fps, scope).cpu()
             backend = dist.get_backend()
-            row = dict(ranks=comm.world_size, backend=backend, compile=args.compile, traffic=[p[1] for p in pieces["plain"]])
+            row = dict(ranks=comm.world_size, backend=backend, compile=args.compile,
+                       traffic=[p[1] for p in pieces["plain"]])
             for form, got in pieces.items():
                 row[form] = diff = rel_diff(torch.cat([p[0] for p in got], dim=2), reference)
                 ok &= diff <= args.tolerance
                 print(f"{comm.world_size} real ranks ({backend}, {device}), {form} forms"
-                      f"{', compiled' if args.compile and form == 'fast' else ''}: "
-                      f"max |clip-parallel - single device| / max|single| = {diff:.2e}  {'ok' if diff <= args.tolerance else 'FAIL'}")
+                      f"{', compiled' if args.compile and form == 'fast' else ''}: max |clip-parallel - single device| "
+                      f"/ max|single| = {diff:.2e}  {'ok' if diff <= args.tolerance else 'FAIL'}")
             print(traffic_table(row["traffic"]))
             finish(args, scope, [row], ok)
         ok_all = [None] * comm.world_size
