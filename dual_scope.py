@@ -78,18 +78,25 @@ def reference_attention(q, k, v, timesteps, scope):
     return torch.softmax(logits + bias[:, None], dim=-1) @ v
 
 
+def right_halo(start, n, left, given, frames, scope):
+    """The right halo's width of the clip [start, start+n) given `given` local key frames [left halo | clip | right
+    halo]; an error unless the clip lies in the video and both halos are min(w, frames up to the video's end)."""
+    right, w = given - left - n, scope.window(frames)
+    if not (0 <= start and start + n <= frames):
+        raise ValueError(f"clip [{start}, {start + n}) must lie inside the video of {frames} frames")
+    if left != min(w, start) or right != min(w, frames - start - n):
+        raise ValueError(f"halo (left, right) must be ({min(w, start)}, {min(w, frames - start - n)}), "
+                         f"got ({left}, {right}) with {given} local key frames")
+    return right
+
+
 def clip_attention(q, k, v, start, left, frames, timesteps, scope):
     """Rows [start, start+n) of reference_attention, from one clip's queries (N, s, n, d) and the keys and values
     (N, s, left + n + right + g, d) of the frames [start-left, start+n+right) (halo, clip, halo) and then of the g
     global frames. N = b*m, batch-major, b = len(timesteps) (one timestep may serve the whole batch)."""
     n, d = q.shape[2:]
-    G = scope.global_indices(frames)
-    right, w = k.shape[2] - len(G) - left - n, scope.window(frames)
-    if not (0 <= start and start + n <= frames):
-        raise ValueError(f"clip [{start}, {start + n}) must lie inside the video of {frames} frames")
-    if left != min(w, start) or right != min(w, frames - start - n):
-        raise ValueError(f"halo (left, right) must be ({min(w, start)}, {min(w, frames - start - n)}), "
-                         f"got ({left}, {right}) with {len(G)} global frames")
+    G, w = scope.global_indices(frames), scope.window(frames)
+    right = right_halo(start, n, left, k.shape[2] - len(G), frames, scope)
     i = torch.arange(start, start + n, device=q.device)[:, None]  # query frames
     local = (i - torch.arange(start - left, start + n + right, device=q.device)).abs() <= w  # (n, halo+clip+halo)
     near = (i - torch.tensor(G, dtype=torch.long, device=q.device)).abs() <= w  # (n, g): a global frame in L(i)

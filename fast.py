@@ -28,7 +28,7 @@ import torch.nn.functional as F
 import model
 from clip_parallel import (STATE, ClipAttention, ClipGroupNorm, ClipTemporalConv, EmulatedComm, clip_forward,
                            combine_moments, enter_clip, swap, video_moments)
-from dual_scope import token_scale
+from dual_scope import right_halo, token_scale
 
 # -----------------------------------------------------------------------------
 # dual-scope attention over bands of keys: dual_scope.clip_attention's numbers at a cost linear in the clip length
@@ -71,15 +71,8 @@ def clip_masks(start, n, left, right, frames, scope, device):
 def banded_attention(q, k, v, start, left, frames, timesteps, scope):
     """dual_scope.clip_attention (same arguments, same result) in blocks of B queries, each over its band of keys."""
     N, s, n, d = q.shape
-    g = len(scope.global_indices(frames))
-    given = k.shape[2] - g  # local frames
-    right = given - left - n
-    w = scope.window(frames)
-    if not (0 <= start and start + n <= frames):
-        raise ValueError(f"clip [{start}, {start + n}) must lie inside the video of {frames} frames")
-    if left != min(w, start) or right != min(w, frames - start - n):
-        raise ValueError(f"halo (left, right) must be ({min(w, start)}, {min(w, frames - start - n)}), "
-                         f"got ({left}, {right}) with {g} global frames")
+    given, w = k.shape[2] - len(scope.global_indices(frames)), scope.window(frames)  # local key frames
+    right = right_halo(start, n, left, given, frames, scope)
     # compiled (static shapes), the masks are traced into the kernels: the cache is for eager calls
     masks = clip_masks.__wrapped__ if torch.compiler.is_compiling() else clip_masks
     is_local, is_global, scale = masks(start, n, left, right, frames, scope, q.device)
