@@ -128,14 +128,6 @@ class EmulatedGroup:
         self.world_size, self.mailbox = world_size, {}
         self.barrier = threading.Barrier(world_size, timeout=timeout)
 
-    def post_and_read(self, key, tensor, read):  # every rank takes part, with something to post or not
-        if tensor is not None:
-            self.mailbox[key] = tensor
-        self.barrier.wait()
-        got = read()
-        self.barrier.wait()
-        return lambda: got  # done already: the threads met at the barrier
-
 
 class EmulatedComm(Comm):
     """A rank of an EmulatedGroup. The receiver gets the sender's tensor itself, not a copy as real ranks do: the
@@ -146,15 +138,23 @@ class EmulatedComm(Comm):
         self.group = group
 
     def exchange(self, stage, partner, tensor):
+        g = self.group
         if partner is not None:
+            g.mailbox[(stage, self.rank, partner)] = tensor
             self.count(stage, tensor)
-        read = lambda: None if partner is None else self.group.mailbox.pop((stage, partner, self.rank))  # noqa: E731
-        return self.group.post_and_read((stage, self.rank, partner), tensor, read)
+        g.barrier.wait()  # every rank takes part in every stage, partnered or not
+        recv = None if partner is None else g.mailbox.pop((stage, partner, self.rank))
+        g.barrier.wait()
+        return lambda: recv  # done already: the threads met at the barrier
 
     def all_gather(self, stage, tensor):
+        g = self.group
+        g.mailbox[(stage, self.rank)] = tensor
         self.count(stage, tensor, self.world_size - 1)
-        read = lambda: [self.group.mailbox[(stage, r)] for r in range(self.world_size)]  # noqa: E731
-        return self.group.post_and_read((stage, self.rank), tensor, read)
+        g.barrier.wait()
+        out = [g.mailbox[(stage, r)] for r in range(self.world_size)]
+        g.barrier.wait()
+        return lambda: out
 
 
 class RankState(threading.local):  # what a rank knows during a forward; per thread: emulated ranks share one model
@@ -166,8 +166,9 @@ class RankState(threading.local):  # what a rank knows during a forward; per thr
 STATE = RankState()
 
 
-index_tensor = functools.lru_cache(maxsize=None)(  # built once per (indices, device): no copy in the forward
-    lambda indices, device: torch.tensor(indices, dtype=torch.long, device=device))
+@functools.lru_cache(maxsize=None)
+def index_tensor(indices, device):  # built once per (indices, device): no host-to-device copy in the forward
+    return torch.tensor(indices, dtype=torch.long, device=device)
 
 
 def gather_frames(x, dim, indices):
