@@ -642,7 +642,9 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     import multiprocessing
     # the detector's processes, forked before CUDA starts in this one
-    with multiprocessing.get_context("fork").Pool(args.workers) if args.workers > 1 else nullcontext() as pool:
+    # one torch thread a worker: forked workers that each start a thread per core oversubscribe the CPUs many times
+    with multiprocessing.get_context("fork").Pool(args.workers, initializer=torch.set_num_threads, initargs=(1,)) \
+            if args.workers > 1 else nullcontext() as pool:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         parts = load_parts(args, device, dict(fp32=torch.float32, bf16=torch.bfloat16)[args.dtype])
