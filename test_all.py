@@ -1688,13 +1688,15 @@ TINY_PROMPTS = ["a red circle moving right", "a green square moving left", "a bl
                 "a yellow circle moving down on a white background"]
 
 
-@pytest.mark.xfail(reason="the shipped weights had 5 minutes of GPU training (1384 steps): the detector finds the "
-                          "prompt's colour and shape in 12.5% of these frames (8.6% on the training script's prompts); "
-                          "a longer run is needed (tiny/README.md)", strict=False)
+@pytest.mark.xfail(reason="the shipped weights (run 2: 8 minutes of stage 2 on one H200) are short of 90%: the "
+                          "detector finds the prompt's colour and shape in 78% of these frames (80.5% on the training "
+                          "script's 8 prompts x 2 seeds); the misses are systematic (a red circle drawn as a square, "
+                          "blue drawn purple): more training is needed (tiny/README.md)", strict=False)
 def test_tiny_model_really_generates():
     """The detector finds the prompted colour and shape in >= 90% of the frames of sampled 16-frame clips."""
     from tiny.train import detection_rate
-    rate = detection_rate(tiny_parts(), TINY_PROMPTS, steps=10, guidance=sample.TINY_DEFAULTS["guidance"])
+    rate = detection_rate(tiny_parts(), TINY_PROMPTS, steps=sample.TINY_DEFAULTS["steps"],
+                          guidance=sample.TINY_DEFAULTS["guidance"])
     assert rate >= 0.9, rate
 
 
