@@ -176,9 +176,9 @@ class Step:
             self.graph.replay()
             return self.loss
         self.opt.zero_grad(set_to_none=True)
-        if not self.eager_left:  # eager on the CPU (None), or recording failed earlier (0 after a failure: -1)
+        if not self.eager_left:  # always eager: on the CPU (None), or after recording failed (0)
             return self.compute()
-        if self.eager_left > 1:  # warm-up steps, on a side stream as recording wants
+        if self.eager_left > 1:  # warm-up steps (all but the last of `warmup`), on a side stream as recording wants
             self.eager_left -= 1
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
@@ -228,26 +228,27 @@ def train_unet(parts, args, gen_cpu, gen_dev, device, out, steps, timing=None):
         with torch.no_grad():
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
         if timing is not None and step >= 10:
-            torch.cuda.synchronize() if device.type == "cuda" else None
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             timing.append(time.time() - tic)
         if step % 250 == 0 or step == steps - 1:
             log(out, f"unet step {step} loss {loss.item():.4f} lr {lr_at(step, steps, args.lr):.2e} "
                      f"{time.time() - t0:.0f} s")
         if out is not None and args.eval_every and time.time() - evaluated > args.eval_every * 60:
             evaluated = time.time()  # the learning curve in the log: the EMA weights' detection rate so far
-            rate = detection_rate(with_weights(parts, params, ema), EVAL_PROMPTS[:4], 20, 5.0, device=device)
+            rate = detection_rate(with_weights(parts, ema), EVAL_PROMPTS[:4], 20, 5.0, device=device)
             log(out, f"step {step}: EMA detection rate {rate:.3f} ({time.time() - evaluated:.0f} s)")
         late = time.time() - t0 > args.minutes * 60 * 1.25  # a safety stop, 25% over the budget
         if out is not None and (time.time() - saved > 300 or step == steps - 1 or late):  # saves every 5 minutes
             saved = time.time()
-            save(with_weights(parts, params, ema), out)
+            save(with_weights(parts, ema), out)
             if late:
                 log(out, f"time limit: stopped after {step + 1} steps")
                 break
     return ema
 
 
-def with_weights(parts, params, values):
+def with_weights(parts, values):
     """A copy of parts whose UNet and text encoder hold `values` (in the order of Step.params)."""
     copies = dict(parts, unet=copy.deepcopy(parts["unet"]), text=copy.deepcopy(parts["text"]))
     with torch.no_grad():
@@ -348,16 +349,16 @@ def main():
         del trial
         log(out, f"stage 2: {sum(timing) / len(timing) * 1e3:.0f} ms a step: {steps} steps fit {args.minutes} "
                  f"minutes (pass --unet-steps {steps} to repeat this run)")
-    ema = train_unet(parts, args, gen_cpu, gen_dev, device, out, steps)
+    ema_parts = with_weights(parts, train_unet(parts, args, gen_cpu, gen_dev, device, out, steps))
     if not args.eval_prompts:
-        return save(with_weights(parts, [p for n in ("unet", "text") for p in parts[n].parameters()], ema), out)
+        save(ema_parts, out)
+        return
     # ship the better of the EMA and the last weights, by the detection rate of sampled clips (fp16, as shipped)
     rates = {}
-    for name in ("ema", "last"):
+    for name, candidate in (("ema", ema_parts), ("last", parts)):
         folder = os.path.join(out, name)
         os.makedirs(folder, exist_ok=True)
-        save(with_weights(parts, [p for n in ("unet", "text") for p in parts[n].parameters()], ema)
-             if name == "ema" else parts, folder)
+        save(candidate, folder)
         shipped = model.load_videocrafter2(os.path.join(folder, "tiny_vc2.safetensors"),
                                            os.path.join(folder, "config.json"), device=device)
         t = time.time()
