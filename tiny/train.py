@@ -312,6 +312,9 @@ def main():
     p.add_argument("--minutes", type=float, default=5.0, help="stage 2's time budget: sets the step count when "
                    "--unet-steps is 0, else a safety stop (saves first)")
     p.add_argument("--resume", metavar="DIR", help="continue stage 2 from DIR/tiny_vc2.safetensors")
+    p.add_argument("--vae-from", metavar="DIR", help="skip stage 1: take the VAE and scale_factor of "
+                   "DIR/tiny_vc2.safetensors (e.g. an earlier run with the same --seed and --vae-steps); the UNet and "
+                   "the text encoder start from random weights as usual")
     p.add_argument("--eval-prompts", type=int, default=len(EVAL_PROMPTS), help="prompts for the final check, which "
                    "also picks the weights to ship: the EMA or the last ones (0: no check, the EMA ones)")
     p.add_argument("--eval-every", type=float, default=0.0, help="minutes between detection checks of the EMA "
@@ -319,6 +322,8 @@ def main():
     p.add_argument("--vae-shape-weight", type=float, default=10.0, help="stage 1: extra loss weight of the shape's "
                    "pixels (default 10; 0: plain MSE + L1)")
     args = p.parse_args()
+    if args.resume and args.vae_from:
+        p.error("--resume and --vae-from: give one (--resume keeps the VAE of its folder already)")
     os.makedirs(args.out, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions once
@@ -336,7 +341,13 @@ def main():
                      text=model.TextEncoder(**CONFIG["text"]))
         parts = {k: v.to(device) for k, v in parts.items()} | dict(tokenizer=model.Tokenizer())
         log(out, "parameters", {k: sum(p.numel() for p in parts[k].parameters()) for k in ("unet", "vae", "text")})
-        parts["scale_factor"] = train_vae(parts["vae"], args, gen_cpu, gen_dev, device, out)
+        if args.vae_from:
+            done = model.load_videocrafter2(os.path.join(args.vae_from, "tiny_vc2.safetensors"),
+                                            os.path.join(args.vae_from, "config.json"), device=device)
+            parts["vae"], parts["scale_factor"] = done["vae"], done["scale_factor"]
+            log(out, f"stage 1 skipped: the VAE of {args.vae_from}")
+        else:
+            parts["scale_factor"] = train_vae(parts["vae"], args, gen_cpu, gen_dev, device, out)
         log(out, "scale_factor", parts["scale_factor"])
     steps = args.unet_steps
     if not steps:  # fit the time budget: time steps on throwaway copies, with throwaway random numbers
