@@ -16,9 +16,11 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -248,14 +250,30 @@ def say(comm, line):  # progress on stderr, rank 0
         print(f"bench.py: {line}", file=sys.stderr, flush=True)
 
 
+@contextmanager
+def e2e_folder():
+    """A temporary folder for --e2e's mp4, removed after. Under torchrun the same one on every rank, as rank 0 joins
+    the ranks' mp4 segments there: named after their common parent process (torchrun's agent); rank 0 removes it."""
+    import tempfile
+    if "WORLD_SIZE" not in os.environ:
+        with tempfile.TemporaryDirectory(prefix="bench_e2e_") as folder:
+            yield folder
+        return
+    folder = os.path.join(tempfile.gettempdir(), f"bench_e2e_{os.getppid()}")
+    os.makedirs(folder, exist_ok=True)
+    try:
+        yield folder
+    finally:  # sample.run returns on rank 0 after the join: no rank writes there any more
+        if int(os.environ.get("RANK", 0)) == 0:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def e2e(args, extra):
     """End to end through sample.py (its parse_args and run -> sidecar dict with per-phase timings), random weights.
 
     Arguments bench does not know are passed on to sample.py (e.g. --model-config, --emulate, --local-window)."""
-    import tempfile
-
     import sample
-    with tempfile.TemporaryDirectory(prefix="bench_e2e_") as folder:  # the mp4 is timed, then deleted
+    with e2e_folder() as folder:  # the mp4 is timed, then deleted
         argv = ["--random-weights", "--prompt", "a corgi running on the beach", "--frames", str(args.frames),
                 "--steps", str(args.steps), "--seed", str(args.seed), "--height", str(8 * args.height),
                 "--width", str(8 * args.width), "--fps", str(args.fps), "--out", os.path.join(folder, "video.mp4"),
@@ -269,6 +287,10 @@ def e2e(args, extra):
         except sample.UserError as e:
             print(f"bench.py: error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
+        except sample.OutputError as e:  # the mp4 could not be written (every rank has it)
+            if int(os.environ.get("RANK", 0)) == 0:
+                print(f"bench.py: error: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
     if sidecar is None:
         return None
     res = dict(frames=args.frames, steps=args.steps, world_size=sidecar["world_size"], device=sidecar["device"],

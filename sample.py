@@ -14,11 +14,17 @@ import json
 import logging
 import math
 import os
+import queue
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -169,8 +175,9 @@ class Settings:
     decode_batch: int = 8
 
 
-def generate_clip(comm, parts, s, contexts, device, progress=None):
-    """What one rank does: DDIM over its clip of the video, then VAE decode -> uint8 frames (n, H, W, 3).
+def generate_clip(comm, parts, s, contexts, device, progress=None, on_frames=None):
+    """What one rank does: DDIM over its clip of the video, then VAE decode -> uint8 frames (n, H, W, 3);
+    on_frames(frames), if given, gets each decoded batch at once (Mp4Writer.put: the mp4 is encoded meanwhile).
 
     Runs inside parallel_temporal_layers (entered once per process: emulated ranks share one model)."""
     start, stop = split_frames(s.frames, comm.world_size)[comm.rank]
@@ -199,6 +206,8 @@ def generate_clip(comm, parts, s, contexts, device, progress=None):
                   disable=progress is None):  # one bar, rank 0's clip
         img = vae.decode(z[i:i + s.decode_batch].to(next(vae.parameters()).dtype)).float()
         video.append(((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1))
+        if on_frames is not None:
+            on_frames(video[-1])
     return torch.cat(video), z * parts["scale_factor"], t_denoised  # frames (n, H, W, 3), latents (n, 4, h, w)
 
 
@@ -225,14 +234,144 @@ def write_atomically(path, write):
             os.remove(tmp)
 
 
-def write_video(path, frames, fps):
+def open_mp4(path, fps):
+    """imageio's writer of every mp4 here (one encoder or the ranks' segments): x264, crf 10, any frame size."""
     import imageio.v2 as imageio
+    return imageio.get_writer(path, fps=fps, codec="libx264", quality=8, macro_block_size=1)
 
+
+def write_video(path, frames, fps, progress=True):
     def write(tmp):
-        with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=1) as writer:
-            for frame in tqdm(frames.cpu().numpy(), desc="write", unit="frame", file=sys.stderr):
+        with open_mp4(tmp, fps) as writer:
+            for frame in tqdm(frames.cpu().numpy(), desc="write", unit="frame", file=sys.stderr, disable=not progress):
                 writer.append_data(frame)
     write_atomically(path, write)
+
+
+# -----------------------------------------------------------------------------
+# The mp4: each rank encodes its own clip to an mp4 segment as it decodes it (Mp4Writer, every rank at once), then
+# rank 0 joins the segments without re-encoding (ffmpeg's concat demuxer, -c copy); one rank's segment is the video.
+# The segments go to a folder beside --out, so rank 0 must see the other ranks' files: true for torchrun's ranks on
+# one host; ranks on several hosts need --out in a folder they all share.
+
+
+class OutputError(Exception):
+    """The video could not be written (a full disk, a folder gone, ffmpeg failing): one line, exit code 1."""
+
+
+class Mp4Writer:
+    """A rank's mp4, encoded in a thread of its own while its frames are still being made: x264 encodes one batch on
+    the CPU while the VAE decodes the next on the GPU. put(frames) never waits; the thread starts at the first frames
+    (no file before there is something to write); close() -> None, or why the mp4 could not be written (one line)."""
+
+    def __init__(self, path, fps, frames, rank):
+        self.path, self.fps, self.frames, self.rank = path, fps, frames, rank  # frames: how many will come (the bar)
+        self.batches, self.thread, self.error = queue.SimpleQueue(), None, None
+        self.aborted, self.done = threading.Event(), threading.Event()
+
+    def put(self, frames):  # uint8 (n, H, W, 3), on any device
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._write, name=f"mp4 writer {self.rank}")
+            self.thread.start()
+        self.batches.put(frames)
+
+    def _write(self):
+        def write(tmp):
+            with open_mp4(tmp, self.fps) as writer, tqdm(total=self.frames, desc="write", unit="frame",
+                                                          file=sys.stderr, disable=self.rank != 0) as bar:
+                while (frames := self.batches.get()) is not None:
+                    for frame in frames.cpu().numpy():
+                        if self.aborted.is_set():
+                            break
+                        writer.append_data(frame)
+                    bar.update(len(frames))
+                if self.aborted.is_set():  # write_atomically removes the partial file
+                    raise InterruptedError("aborted")
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            write_atomically(self.path, write)
+        except Exception as e:  # noqa: BLE001 - whatever it is, every rank must hear of it (run's exchange)
+            self.error = f"rank {self.rank} could not write {self.path!r} ({type(e).__name__}: {e})"
+        finally:
+            self.done.set()
+
+    def close(self, abort=False):
+        """Wait for the last frame to be written (abort: stop at the next frame, and no file)."""
+        if self.thread is None:
+            return None if abort else f"rank {self.rank} has no frames to write to {self.path!r}"
+        if abort:
+            self.aborted.set()
+        self.batches.put(None)
+        interrupted = False
+        while not self.done.is_set():  # an Event, not Thread.join: see clip_parallel.run_ranks (Ctrl-C in join)
+            try:
+                self.done.wait()
+            except KeyboardInterrupt:  # stop the encoder too, then stop
+                self.aborted.set()
+                interrupted = True
+        if interrupted:
+            raise KeyboardInterrupt
+        return self.error
+
+
+def segment_folder(out):
+    """The temporary folder of the ranks' mp4 segments, beside the output; removed when the video is done or failed."""
+    return os.path.splitext(os.path.abspath(out))[0] + ".segments.partial"
+
+
+def segment_name(rank):
+    return f"rank{rank:05d}.mp4"
+
+
+def decode_delay(ffmpeg, path, fps):
+    """Frames by which an mp4's decoding runs ahead of its display: the first packet's -DTS in frames. libx264's
+    B-frames make it 2 (its default preset), but a clip of 1 or 2 frames has no B-frame and a delay of 0."""
+    out = subprocess.run([ffmpeg, "-v", "error", "-i", path, "-map", "0:v:0", "-c", "copy", "-frames:v", "1",
+                          "-f", "framecrc", "-"], capture_output=True, text=True, check=True).stdout
+    time_base = Fraction(re.search(r"^#tb 0: (\d+/\d+)$", out, re.M).group(1))
+    dts = int(next(line for line in out.splitlines() if not line.startswith("#")).split(",")[1])
+    return round(-dts * time_base * fps)
+
+
+def join_segments(folder, ranks, out, fps):
+    """Rank 0: the segments rank00000.mp4 ... in `folder`, in rank order, into the mp4 `out`, atomically, without
+    re-encoding (the frames are the segments' bits).
+
+    The concat demuxer shifts each segment's timestamps by the durations before it: presentation times come out
+    evenly spaced, decoding times too when every segment has the same decode delay. Segments of 1 or 2 frames have
+    none where the others have 2: decoding times would step back at the join, the muxer would bend them, and the
+    file would report a wrong frame rate (readers then drop or repeat frames). So the decoding times are rewritten
+    evenly, packet N's at (N - the largest delay) / fps (setts): never after its presentation time, always
+    increasing."""
+    import imageio_ffmpeg
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    names = [segment_name(r) for r in range(ranks)]
+    missing = [n for n in names if not os.path.isfile(os.path.join(folder, n))]
+    if missing:
+        raise OutputError(f"the segments {', '.join(missing)} are not in {folder!r}: the ranks wrote them elsewhere "
+                          "(ranks on several hosts need --out in a folder they all share)")
+    listing = os.path.join(folder, "segments.txt")
+    with open(listing, "w") as f:  # names relative to the list's folder: no quoting of the user's path needed
+        f.writelines(f"file '{n}'\n" for n in names)
+    try:
+        delay = max(decode_delay(ffmpeg, os.path.join(folder, n), fps) for n in names)
+        write_atomically(out, lambda tmp: subprocess.run(
+            [ffmpeg, "-v", "error", "-y", "-f", "concat", "-i", listing, "-map", "0:v:0", "-c", "copy",
+             "-bsf:v", f"setts=pts=PTS:dts=(N-{delay})/({fps}*TB)", tmp], capture_output=True, text=True, check=True))
+    except subprocess.CalledProcessError as e:
+        lines = (e.stderr or "").strip().splitlines()
+        raise OutputError(f"ffmpeg could not join the segments in {folder!r} into {out!r} "
+                          f"({lines[-1] if lines else f'exit code {e.returncode}'})") from None
+
+
+def missing_folders(path):
+    """The folders of `path` that do not exist yet, innermost first: made when the video is written, removed again
+    (when still empty) if it fails."""
+    missing, folder = [], os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing
 
 
 # -----------------------------------------------------------------------------
@@ -295,7 +434,10 @@ def parse_args(argv=None):
       "forms of fast.py (the same numbers up to rounding; on GPUs the fast forms are the default, on CPU the plain)")
     a("--decode-batch", type=int, default=8, help="frames per VAE decode call, bounds decode memory (default 8)")
     a("--out", default="out/video.mp4", help="output mp4; a JSON sidecar with every setting is written "
-      "beside it, OUT.json (default out/video.mp4; its folder is made when the video is written)")
+      "beside it, OUT.json (default out/video.mp4; its folder is made when the video is written). With several "
+      "ranks each encodes its own clip to an mp4 segment in a temporary folder beside it (OUT.segments.partial/) "
+      "and rank 0 joins them without re-encoding: torchrun's ranks on one host share it; ranks on several hosts "
+      "need OUT in a folder they all share")
     a("--overwrite", action="store_true", help="replace an existing --out file and the files beside it")
     a("--save-latents", action="store_true", help="also write the final latents (T, 4, h, w) and the exact uint8 "
       "frames (the mp4 is lossy) to OUT.latents.safetensors, e.g. to compare runs")
@@ -404,11 +546,11 @@ def check_args(args):
     ranks = args.emulate or int(os.environ.get("WORLD_SIZE", 1))
     need(args.frames >= ranks, f"--frames ({args.frames}) must be >= the number of ranks ({ranks}): "
          "every rank needs a frame")
-    check_out(args)
+    check_out(args, ranks)
     check_size(args, config, ranks)
 
 
-def check_out(args):
+def check_out(args, ranks):
     """--out and the files beside it: refused now if they exist (without --overwrite) or cannot be written. The
     folder is only created when the video is written, so a failure before that leaves nothing behind."""
     if not args.out.endswith(".mp4"):
@@ -436,9 +578,14 @@ def check_out(args):
         raise UserError(f"--out: folder {existing!r} is not writable ({e.strerror})") from None
     try:  # imageio writes mp4 through imageio-ffmpeg's ffmpeg binary: find out now, not after all the compute
         import imageio_ffmpeg
-        imageio_ffmpeg.get_ffmpeg_exe()
+        ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     except (ImportError, RuntimeError) as e:
         raise UserError(f"--out: writing mp4 needs ffmpeg: pip install imageio-ffmpeg ({e})") from None
+    if ranks > 1:  # join_segments rewrites decoding times with the setts filter: ffmpeg >= 4.4 (imageio-ffmpeg >= 0.6)
+        filters = subprocess.run([ffmpeg, "-hide_banner", "-bsfs"], capture_output=True, text=True).stdout.split()
+        if "setts" not in filters:
+            raise UserError(f"--out: joining the ranks' mp4 segments needs ffmpeg 4.4 or newer (its setts filter), "
+                            f"which {ffmpeg!r} is not: pip install -U imageio-ffmpeg")
 
 
 # -----------------------------------------------------------------------------
@@ -502,7 +649,8 @@ def check_size(args, config, ranks):
     # host share its RAM
     threads = args.emulate or 1
     sharing = 1 if cuda else int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    video = args.frames * args.height * args.width * 3 * 2  # rank 0 gathers the uint8 frames, and the mp4 writer
+    video = args.frames * args.height * args.width * 3 * 2  # the uint8 frames twice: an upper bound (--save-latents
+    # gathers them all on rank 0; otherwise a rank holds its clip and its mp4 writer a copy)
     need = sharing * (weights + threads * activations) + video
     have, name = device_memory(device)
     if need > have:
@@ -590,47 +738,97 @@ def run(args):
 
     t = time.perf_counter()
     speed = args.compile or (device.type == "cuda" and not args.plain)  # the fast forms: GPUs, unless --plain
-    try:
-        with parallel_temporal_layers(parts["unet"], scope), \
-                fast.accelerate(parts["unet"], compile=args.compile) if speed else nullcontext():
-            if real:
-                comm = DistComm()
-                video, latents, t_denoised = generate_clip(comm, parts, s, contexts, device,
-                                                           progress if rank0 else None)
-                video, latents = gather_to_rank0(video, comm), gather_to_rank0(latents.float(), comm)
-                ranks = comm.world_size
-            else:
-                ranks = args.emulate or 1
-                results = run_ranks(ranks, lambda comm: generate_clip(comm, parts, s, contexts, device,
-                                                                      progress if comm.rank == 0 else None))
-                video, latents = (torch.cat([r[i] for r in results]) for i in (0, 1))
-                t_denoised = results[0][2]
-    finally:  # on Ctrl-C and errors too: the message that follows starts a line of its own
-        if bar is not None:
-            bar.close()
-    timings["denoise"] = t_denoised - t
-    timings["decode"] = time.perf_counter() - t_denoised
-    if not rank0:
-        return None
-    t = time.perf_counter()
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)  # made now: no empty folder on failure
-    write_video(args.out, video, args.save_fps)
-    root = os.path.splitext(args.out)[0]
-    if args.save_latents:
-        from safetensors.torch import save_file
-        tensors = {"latents": latents.float().cpu().contiguous(), "frames": video.cpu().contiguous()}
-        write_atomically(root + ".latents.safetensors", lambda tmp: save_file(tensors, tmp))
-    timings["write"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
-    sidecar = dict(settings=vars(args), world_size=ranks, emulated=args.emulate is not None, device=str(device),
-                   dtype=str(dtype).replace("torch.", ""), frames_written=len(video), timings=timings,
-                   peak_memory_gib=torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None)
+    new_folders = missing_folders(args.out)  # before any rank writes: the folders this run makes
+    folder = segment_folder(args.out)
+    ranks = torch.distributed.get_world_size() if real else args.emulate or 1
 
-    def dump(tmp):
-        with open(tmp, "w") as f:
-            json.dump(sidecar, f, indent=1)
-    write_atomically(root + ".json", dump)
-    return sidecar
+    def clip_to_mp4(comm):
+        """One rank: its clip, decoded and encoded at once into its mp4 segment -> (..., None or why it failed)."""
+        start, stop = split_frames(s.frames, ranks)[comm.rank]
+        writer = Mp4Writer(os.path.join(folder, segment_name(comm.rank)), args.save_fps, stop - start, comm.rank)
+        # On a GPU x264 encodes on the CPU while the VAE decodes; on a CPU both would share its cores, and the
+        # decoder's threads lose more to the encoder's than the encoding takes (2 cores, 48 frames at 128x128:
+        # decode 3.4-4.0 s -> 4.7-5.2 s beside a 0.3 s write), so there the clip is encoded once decoded
+        overlap = device.type == "cuda"
+        try:
+            video, latents, t_denoised = generate_clip(comm, parts, s, contexts, device,
+                                                       progress if comm.rank == 0 else None,
+                                                       writer.put if overlap else None)
+            if overlap:
+                torch.cuda.synchronize(device)  # decoded, not only queued: the phase's true end
+        except BaseException:
+            writer.close(abort=True)
+            raise
+        t_decoded = time.perf_counter()
+        if not overlap:
+            writer.put(video)
+        return video, latents, t_denoised, t_decoded, writer.close()
+
+    done = False
+    try:
+        try:
+            with parallel_temporal_layers(parts["unet"], scope), \
+                    fast.accelerate(parts["unet"], compile=args.compile) if speed else nullcontext():
+                if real:
+                    comm = DistComm()
+                    video, latents, t_denoised, t_decoded, error = clip_to_mp4(comm)
+                    errors = [None] * ranks
+                    torch.distributed.all_gather_object(errors, error)  # every rank learns of any rank's failure
+                else:  # emulated ranks write their segments at once too: ffmpeg encodes in processes of its own
+                    results = run_ranks(ranks, clip_to_mp4)
+                    video, latents = (torch.cat([r[i] for r in results]) for i in (0, 1))
+                    t_denoised, t_decoded = results[0][2:4]
+                    errors = [r[4] for r in results]
+        finally:  # on Ctrl-C and errors too: the message that follows starts a line of its own
+            if bar is not None:
+                bar.close()
+        timings["denoise"] = t_denoised - t
+        timings["decode"] = t_decoded - t_denoised  # rank 0's
+        timings["write"] = time.perf_counter() - t_decoded  # until every rank's mp4 is written
+        failed = [e for e in errors if e is not None]
+        if failed:
+            raise OutputError(failed[0] + (f" (and {len(failed) - 1} more ranks failed)" if len(failed) > 1 else ""))
+        if real and args.save_latents:  # the exact frames and latents of the whole video, on rank 0
+            video, latents = gather_to_rank0(video, comm), gather_to_rank0(latents.float(), comm)
+        if not rank0:
+            done = True
+            return None
+        t = time.perf_counter()
+        if ranks > 1:
+            join_segments(folder, ranks, args.out, args.save_fps)
+        else:  # its one segment is the video
+            os.replace(os.path.join(folder, segment_name(0)), args.out)
+        timings["join"] = time.perf_counter() - t
+        t = time.perf_counter()
+        root = os.path.splitext(args.out)[0]
+        if args.save_latents:
+            from safetensors.torch import save_file
+            tensors = {"latents": latents.float().cpu().contiguous(), "frames": video.cpu().contiguous()}
+            write_atomically(root + ".latents.safetensors", lambda tmp: save_file(tensors, tmp))
+        timings["write"] += time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t0
+        sidecar = dict(settings=vars(args), world_size=ranks, emulated=args.emulate is not None, device=str(device),
+                       dtype=str(dtype).replace("torch.", ""), frames_written=args.frames, timings=timings,
+                       peak_memory_gib=torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda"
+                       else None)
+
+        def dump(tmp):
+            with open(tmp, "w") as f:
+                json.dump(sidecar, f, indent=1)
+        write_atomically(root + ".json", dump)
+        done = True
+        return sidecar
+    finally:
+        # After the exchange no rank writes any more: the segments go on success (rank 0, once joined) and on any
+        # failure (every rank that sees it), with the folders this run made if they are left empty
+        if rank0 or not done:
+            shutil.rmtree(folder, ignore_errors=True)
+        if not done:
+            for made in new_folders:  # innermost first
+                try:
+                    os.rmdir(made)
+                except OSError:  # not empty (another rank's file, or someone else's) or gone: leave it
+                    break
 
 
 def gather_to_rank0(video, comm):
@@ -646,7 +844,8 @@ def gather_to_rank0(video, comm):
 
 
 def main(argv=None):
-    """Exit codes: 0 done, 2 bad input (one line on stderr, no traceback), 130 interrupted, 1 a bug (traceback)."""
+    """Exit codes: 0 done, 2 bad input (one line on stderr, no traceback), 130 interrupted, 1 the video could not be
+    written (one line) or a bug (traceback)."""
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     torch.set_grad_enabled(False)
     rank = int(os.environ.get("RANK", 0))
@@ -657,6 +856,10 @@ def main(argv=None):
         if rank == 0 or "WORLD_SIZE" not in os.environ or torch.distributed.is_initialized():
             print(f"sample.py: error: {e} (see --help)", file=sys.stderr)
         return 2
+    except OutputError as e:  # a rank's write failure reaches every rank (exchanged), the join is rank 0's: one line
+        if rank == 0:
+            print(f"sample.py: error: {e}; no output written", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # Ctrl-C reaches every rank: one line, from rank 0
         if rank == 0:
             print("sample.py: interrupted; no output written", file=sys.stderr)

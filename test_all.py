@@ -978,8 +978,73 @@ def test_sample_writes_mp4_and_sidecar(fake_checkpoint, tmp_path):
     side = json.loads((tmp_path / "sub" / "video.json").read_text())
     assert side["frames_written"] == 13 and side["world_size"] == 2
     assert side["settings"]["prompt"] == ["a corgi running on the beach", "a cat"] and side["settings"]["seed"] == 0
-    assert set(side["timings"]) >= {"load", "text", "denoise", "decode", "write", "total"}
+    assert set(side["timings"]) >= {"load", "text", "denoise", "decode", "write", "join", "total"}
     assert sorted(os.listdir(tmp_path / "sub")) == ["video.json", "video.latents.safetensors", "video.mp4"]
+
+
+def moving_gradient(frames, height=64, width=64):
+    """uint8 (T, H, W, 3) frames with real content for the codec: two smooth waves and a blob, all moving."""
+    t, y, x = np.meshgrid(np.arange(frames), np.arange(height), np.arange(width), indexing="ij")
+    red = 128 + 100 * np.sin((x + 3 * t) / 9)
+    green = 128 + 100 * np.cos((y - 2 * t) / 11)
+    blue = 255 * np.exp(-(((x - 10 - 4 * t) % width - width / 2) ** 2 + (y - height / 2) ** 2) / 200)
+    return np.stack([red, green, blue], -1).clip(0, 255).round().astype(np.uint8)
+
+
+# clips of 1, 2 and 3 ranks as split_frames makes them (uneven), one frame per rank, and clips of 1 or 2 frames (no
+# decode delay) beside longer ones (a delay of 2 frames), where the joins' decoding times need rewriting
+@pytest.mark.parametrize("clips", [[7], [5, 4], [3, 3, 2], [1, 1, 1], [2, 5, 1]], ids=str)
+def test_joined_segments_are_the_single_encoders_video(clips, tmp_path):
+    """Segments joined without re-encoding (sample.join_segments) against one encoder over the whole video
+    (sample.write_video): exactly T frames at the frame rate, T / fps long, the same pictures up to the codec."""
+    import imageio_ffmpeg
+    fps, source = 8, moving_gradient(sum(clips))
+    sample.write_video(str(tmp_path / "single.mp4"), torch.from_numpy(source), fps, progress=False)
+    folder, start = tmp_path / "video.segments.partial", 0
+    folder.mkdir()
+    for rank, n in enumerate(clips):
+        sample.write_video(str(folder / sample.segment_name(rank)), torch.from_numpy(source[start:start + n]), fps,
+                           progress=False)
+        start += n
+    sample.join_segments(str(folder), len(clips), str(tmp_path / "joined.mp4"), fps)
+    joined, single = iio.imread(tmp_path / "joined.mp4").astype(int), iio.imread(tmp_path / "single.mp4").astype(int)
+    meta = iio.immeta(tmp_path / "joined.mp4")
+    assert joined.shape == single.shape == source.shape
+    assert imageio_ffmpeg.count_frames_and_secs(str(tmp_path / "joined.mp4"))[0] == len(source)
+    assert meta["fps"] == fps and meta["duration"] == pytest.approx(len(source) / fps, abs=0.01)
+    # Measured (x264 of imageio-ffmpeg 0.8.1): |joined - single| at most 9 here (12 for 3 clips of 40 frames), 1.0-1.1
+    # on average; each is 2.7-2.9 from the source on average, the joined file no further than the single encoder
+    diff, error = np.abs(joined - single), [np.abs(v - source).mean() for v in (joined, single)]
+    assert diff.max() <= 16 and diff.mean() <= 1.5, (diff.max(), diff.mean())
+    assert error[0] <= 1.05 * error[1] and error[1] <= 4, error
+    assert sorted(os.listdir(tmp_path)) == ["joined.mp4", "single.mp4", "video.segments.partial"]
+
+
+def test_mp4_writer_encodes_while_frames_come(tmp_path):
+    """sample.Mp4Writer (a rank's mp4, fed batch by batch from the decode loop) writes what write_video writes from
+    the whole clip at once: the same encoder, the same frames, the same pictures; aborted, it leaves no file."""
+    source = torch.from_numpy(moving_gradient(11))
+    sample.write_video(str(tmp_path / "whole.mp4"), source, 8, progress=False)
+    writer = sample.Mp4Writer(str(tmp_path / "seg" / "batches.mp4"), 8, len(source), rank=1)
+    assert writer.close(abort=True) is None and not (tmp_path / "seg").exists()  # nothing put: nothing made
+    writer = sample.Mp4Writer(str(tmp_path / "seg" / "batches.mp4"), 8, len(source), rank=1)
+    for i in range(0, len(source), 4):
+        writer.put(source[i:i + 4])
+    assert writer.close() is None
+    assert np.array_equal(iio.imread(tmp_path / "seg" / "batches.mp4"), iio.imread(tmp_path / "whole.mp4"))
+    writer = sample.Mp4Writer(str(tmp_path / "seg" / "aborted.mp4"), 8, len(source), rank=1)
+    writer.put(source[:4])
+    writer.close(abort=True)
+    assert sorted(os.listdir(tmp_path / "seg")) == ["batches.mp4"]
+
+
+def test_join_names_a_missing_segment(tmp_path):
+    """A rank's segment that rank 0 cannot see (ranks on several hosts, no shared folder): one clear error."""
+    sample.write_video(str(tmp_path / sample.segment_name(0)), torch.from_numpy(moving_gradient(2)), 8, progress=False)
+    with pytest.raises(sample.OutputError, match=r"the segments rank00001.mp4 are not in .*: the ranks wrote them "
+                       r"elsewhere \(ranks on several hosts need --out in a folder they all share\)"):
+        sample.join_segments(str(tmp_path), 2, str(tmp_path / "v.mp4"), 8)
+    assert not (tmp_path / "v.mp4").exists()
 
 
 def test_sample_is_rank_invariant(fake_checkpoint, tmp_path):
@@ -995,6 +1060,15 @@ def test_sample_is_rank_invariant(fake_checkpoint, tmp_path):
         assert rel_err(other["latents"], one["latents"]) <= 1e-4, name
         assert (other["frames"].int() - one["frames"].int()).abs().max() <= 1, name
     assert one["latents"].shape[0] == 13
+    # the mp4s: one encoder (1 rank), segments joined (3 emulated ranks, 2 real ones): every frame, as far from the
+    # exact frames as the one encoder's (15.5 on average for this noisy random-weights video, all three); no segments
+    error = {}
+    for name in ("e1", "e3", "t2"):
+        video = iio.imread(tmp_path / f"{name}.mp4").astype(int)
+        assert video.shape == one["frames"].shape and iio.immeta(tmp_path / f"{name}.mp4")["fps"] == 8, name
+        error[name] = np.abs(video - one["frames"].numpy()).mean()
+    assert error["e3"] <= 1.02 * error["e1"] and error["t2"] <= 1.02 * error["e1"], error
+    assert not [f for f in os.listdir(tmp_path) if "partial" in f]
 
 
 @pytest.mark.parametrize("ranks", [1, 3])
@@ -1021,6 +1095,21 @@ def test_multi_prompt_segments(fake_checkpoint, ranks, monkeypatch):
     for f, (c, u) in seen.items():
         assert torch.equal(c, cond[f * 3 // frames]) and torch.equal(u, uncond[0])
     assert not torch.equal(seen[3][0], seen[4][0])  # the boundary between segment 0 and 1 falls at frame 4
+
+
+def test_decoded_batches_reach_the_writer_as_they_come(fake_checkpoint):
+    """generate_clip's on_frames (on GPUs sample.Mp4Writer.put: the mp4 is encoded while the VAE decodes) gets every
+    decoded batch of --decode-batch frames, in order: together they are the clip."""
+    parts = model.load_videocrafter2(*fake_checkpoint)
+    contexts = sample.encode_prompts(parts, ["a corgi"], "cpu")
+    s = sample.Settings(frames=7, height=64, width=64, steps=1, decode_batch=2)
+    batches = {0: [], 1: []}
+    with sample.parallel_temporal_layers(parts["unet"], DualScope(2, 2)):
+        results = sample.run_ranks(2, lambda comm: sample.generate_clip(comm, parts, s, contexts, "cpu",
+                                                                        on_frames=batches[comm.rank].append))
+    for rank, (video, _, _) in enumerate(results):
+        assert [len(b) for b in batches[rank]] == ([2, 2] if rank == 0 else [2, 1])
+        assert video.shape == (4 - rank, 64, 64, 3) and torch.equal(torch.cat(batches[rank]), video)
 
 
 # -----------------------------------------------------------------------------
@@ -1217,6 +1306,23 @@ def test_missing_mp4_writer_is_found_before_any_compute(fake_checkpoint, tmp_pat
     assert files_under(tmp_path) == []
 
 
+def test_an_ffmpeg_that_cannot_join_is_found_before_any_compute(fake_checkpoint, tmp_path, capsys, monkeypatch):
+    """Several ranks need ffmpeg's setts filter (join_segments): an older ffmpeg is refused at once; one rank is not."""
+    import imageio_ffmpeg
+    old = tmp_path / "bin" / "ffmpeg"  # an ffmpeg 4.2 as far as sample.py asks: its bitstream filters, no setts
+    old.parent.mkdir()
+    old.write_text("#!/bin/sh\nprintf 'Bitstream filters:\\nnull\\nh264_mp4toannexb\\n'\n")
+    old.chmod(0o755)
+    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", lambda: str(old))
+    monkeypatch.setattr(sample, "load_parts", lambda *a: pytest.fail("loaded the model before checking ffmpeg"))
+    code, err = run_error_case(["--emulate", "2"], tmp_path, *fake_checkpoint, capsys)
+    assert code == 2 and f"joining the ranks' mp4 segments needs ffmpeg 4.4 or newer (its setts filter), which " \
+        f"'{old}' is not: pip install -U imageio-ffmpeg" in err and "Traceback" not in err
+    assert files_under(tmp_path) == sorted([str(old.parent), str(old)])
+    with pytest.raises(pytest.fail.Exception, match="loaded the model"):  # one rank: checked, then on to the model
+        run_error_case(["--emulate", "1"], tmp_path, *fake_checkpoint, capsys)
+
+
 def test_outputs_are_made_as_open_makes_files(fake_checkpoint, tmp_path):
     """A plain run (no --emulate): the folder made at the end, mp4, sidecar and latents all with the mode open() gives
     (safetensors alone makes 0600), the sidecar says it was not emulated; and a failure after the checks leaves no
@@ -1357,6 +1463,43 @@ def test_a_rank_that_fails_mid_run_stops_every_rank(fake_checkpoint, tmp_path):
     assert time.time() - t0 < 60 and proc.returncode != 0
     assert "injected failure on rank 1" in err
     assert not files_under(out)
+
+
+FAIL_RANK1_WRITE = (  # sample.open_mp4 raises a full disk for rank 1's segment (its path names the rank)
+    "import sample\n"
+    "real = sample.open_mp4\n"
+    "def full_disk(path, *a, **k):\n"
+    "    if 'rank00001' in path:\n"
+    "        raise OSError(28, 'No space left on device')\n"
+    "    return real(path, *a, **k)\n"
+    "sample.open_mp4 = full_disk\n")
+FAIL_RANK1_LINE = "sample.py: error: rank 1 could not write '"
+
+
+def test_a_rank_that_cannot_write_stops_every_rank(fake_checkpoint, tmp_path):
+    """Real gloo ranks: rank 1's segment write fails. Every rank hears of it before rank 0 would join (an all-gather
+    of each rank's status), all exit within seconds; one line from rank 0; no file and no folder left."""
+    script = tmp_path / "fail_write.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {HERE!r})\n" + FAIL_RANK1_WRITE + "sys.exit(sample.main())\n")
+    out = tmp_path / "out"
+    proc = torchrun(sample_args(fake_checkpoint, out / "new" / "v.mp4", "--steps", "1"), script=str(script))
+    _, err = proc.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.startswith("sample.py: error:")]
+    assert proc.returncode != 0 and len(lines) == 1 and lines[0].startswith(FAIL_RANK1_LINE), err[-2000:]
+    assert "(OSError: [Errno 28] No space left on device); no output written" in lines[0]
+    assert 'sample.py", line' not in err and not files_under(tmp_path / "out")
+
+
+def test_an_emulated_rank_that_cannot_write(fake_checkpoint, tmp_path, capsys, monkeypatch):
+    """The same with emulated ranks: exit 1, one line, the other ranks' segments and the folders made removed."""
+    monkeypatch.setattr(sample, "open_mp4", sample.open_mp4)  # put back after the test
+    exec(FAIL_RANK1_WRITE, {"__name__": "fail"})
+    assert sample.main(sample_args(fake_checkpoint, tmp_path / "new" / "v.mp4", "--emulate", "3", "--frames", "6",
+                                   "--steps", "1")) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert [line for line in lines if line.startswith("sample.py")] == [next(
+        line for line in lines if line.startswith(FAIL_RANK1_LINE) and line.endswith("; no output written"))]
+    assert not files_under(tmp_path)
 
 
 def test_ctrl_c_stops_every_rank_and_leaves_no_files(fake_checkpoint, tmp_path):
@@ -1574,8 +1717,21 @@ def test_bench_e2e_tiny(fake_checkpoint, tmp_path):
                 "--model-config", fake_checkpoint[1], "--emulate", "2", "--json", str(out)])
     res = json.loads(out.read_text())["e2e"]
     assert res["world_size"] == 2 and res["unet_evals"] == 2 and res["s_per_eval"] > 0
-    assert set(res["timings_s"]) >= {"load", "text", "denoise", "decode", "write", "total"}
+    assert set(res["timings_s"]) >= {"load", "text", "denoise", "decode", "write", "join", "total"}
     assert res["prompt_to_mp4_s"] == pytest.approx(res["timings_s"]["total"] - res["timings_s"]["load"])
+
+
+def test_bench_e2e_under_torchrun(fake_checkpoint, tmp_path, monkeypatch):
+    """bench.py --e2e on 2 real gloo ranks: every rank writes its segment into one folder (e2e_folder), rank 0 joins
+    them and removes the folder afterwards."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))  # where e2e_folder makes the folder (torchrun copies the env)
+    (tmp_path / "tmp").mkdir()
+    out = tmp_path / "e2e.json"
+    torchrun_ok(["--e2e", "--frames", "5", "--steps", "1", "--height", "8", "--width", "8", "--guidance", "1",
+                 "--model-config", fake_checkpoint[1], "--json", str(out)], "bench.py")
+    res = json.loads(out.read_text())["e2e"]
+    assert res["world_size"] == 2 and res["timings_s"]["join"] > 0 and res["timings_s"]["write"] > 0
+    assert not [f for f in os.listdir(tmp_path / "tmp") if f.startswith("bench_e2e")]  # (torch's caches stay)
 
 
 # -----------------------------------------------------------------------------

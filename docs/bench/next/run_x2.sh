@@ -7,7 +7,8 @@
 #   bash docs/bench/next/run_x2.sh c    # n = 1024 per GPU (one GPU alone: 4243 ms, 63.8 GiB, 258 s of bench, run 24)
 #   bash docs/bench/next/run_x2.sh d    # 2300 frames, 30 steps, prompt to mp4; carry [".whl"] (imageio-ffmpeg wheel)
 #   (.whl is git-ignored; if missing: python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12
-#    --implementation cp --platform manylinux2010_x86_64 -d .whl imageio-ffmpeg==0.5.1)
+#    --implementation cp --platform manylinux2014_x86_64 -d .whl imageio-ffmpeg==0.6.0; the ranks' mp4 segments are
+#    joined with ffmpeg's setts filter, which 0.5.1's ffmpeg 4.2 lacks)
 # If part a fell back to no graph, drop --cuda-graph from b and c.
 # bench under torchrun times each n twice: the 2-rank forward and every rank alone at once ("solo", no
 # communication), so "comm x" is the exposed cost of the exchanges; the lone-GPU ratio comes from runs 23 and 24.
