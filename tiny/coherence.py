@@ -22,6 +22,7 @@ frame) is kept in OUT.tracks.json, and the metrics are computed from the tracks 
               between the other consecutive frames (floored at half a pixel): 1 is seamless
   jerk        mean |second difference| of the position per axis (px / frame^2), bounces at the walls excepted:
               0 is constant velocity
+  on axis     the share of the motion along the prompt's axis (x for left/right, y for up/down): 1 keeps to it
   segments    multi-prompt videos (P prompts, equal parts of the timeline): fraction of frames showing their
               segment's prompt, and of segments where most frames do
 Each metric is a mean over seeds with its 95 % confidence interval (Student t).
@@ -213,6 +214,17 @@ def seam_jump(track, seam=CLIP, floor=0.5):
     return a, m, a / max(m, floor)
 
 
+def on_axis(track, direction):
+    """The share of the motion along the prompt's axis (x for left and right, y for up and down): sum |dx| over
+    sum |dx| + |dy| between consecutive frames both found, or the same with y. 1: the shape keeps to its axis, as in
+    the training data (which bounce back and forth on it); 0.5: it moves as much across it."""
+    p = np.stack([track["x"], track["y"]], 1).astype(float)
+    found = np.asarray(track["found"], bool)
+    step = np.abs(p[1:] - p[:-1])[found[1:] & found[:-1]]
+    total = step.sum()
+    return float(step[:, 0 if direction in ("left", "right") else 1].sum() / total) if total > 0 else math.nan
+
+
 def jerk(track, width, height, margin=0.25):
     """Mean |p[f+1] - 2 p[f] + p[f-1]| per axis over frames found three in a row, bounces excepted: on an axis where
     the shape is within `margin` of the frame of a wall and its velocity changes sign in f-2..f+1 (a reflection
@@ -254,7 +266,8 @@ def video_metrics(track, prompts, frames, width, height):
         a, m, r = seam_jump(track)
         c, s = prompts[0][0], prompts[0][1]
         return dict(identity=identity(track, [c] * frames, [s] * frames), found=float(np.mean(track["found"])),
-                    seam_jump_px=a, within_jump_px=m, seam_ratio=r, jerk=jerk(track, width, height))
+                    seam_jump_px=a, within_jump_px=m, seam_ratio=r, jerk=jerk(track, width, height),
+                    on_axis=on_axis(track, prompts[0][2]))
     match, shown = segments(track, prompts, frames)
     return dict(segment_match=match, segments_shown=shown)
 
@@ -448,6 +461,7 @@ def add_metrics(cell, width, height):
 
 COLUMNS = [("identity", "identity", 100, "%"), ("seam_ratio", "seam jump / other jumps", 1, ""),
            ("seam_jump_px", "seam jump px", 1, ""), ("jerk", "jerk px/frame²", 1, ""),
+           ("on_axis", "motion on the prompt's axis", 100, "%"),
            ("segment_match", "multi-prompt frames right", 100, "%"), ("segments_shown", "segments shown", 100, "%")]
 
 
@@ -469,6 +483,8 @@ def table(results):
     for T in lengths:
         for m in methods:
             single, multi = cells.get(("single", T, m)), cells.get(("multi", T, m))
+            if not (single or multi):  # e.g. the ablations, run at one length only
+                continue
             vals = []
             for key, _, scale, _ in COLUMNS:
                 src = multi if key.startswith("segment") else single
