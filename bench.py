@@ -2,7 +2,7 @@
 
     python bench.py                                  # 1 GPU: n = 24, 128, 288 frames, batch 2 (CFG), 320x512, bf16
     torchrun --nproc_per_node 2 bench.py             # N GPUs, n frames PER GPU (an N*n-frame video), NCCL
-    python bench.py --tiny --json out.json           # CPU smoke test: the tiny UNet of simulate.py, float32
+    python bench.py --smoke --json out.json          # CPU smoke test: the tiny UNet of simulate.py, float32
     python bench.py --e2e --frames 2300 --steps 30   # end to end through sample.py (random weights), per phase
 
 Per n: ms per forward (median over --iters after --warmup, CUDA events), ms per frame, FLOPs per forward
@@ -43,8 +43,8 @@ def parse_args(argv=None):
     p = Parser(prog="bench.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                allow_abbrev=False)
     p.add_argument("--frames-per-gpu", type=int, nargs="+", help="clip lengths n to time (default 24 128 288; "
-                   "--tiny: 4 8)")
-    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], help="default bfloat16 (--tiny: float32)")
+                   "--smoke: 4 8)")
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], help="default bfloat16 (--smoke: float32)")
     p.add_argument("--batch", type=int, default=2, help="batch (2 = classifier-free guidance; default 2)")
     p.add_argument("--height", type=int, default=40, help="latent height (default 40 = 320 px; --e2e: 8x to sample.py)")
     p.add_argument("--width", type=int, default=64, help="latent width (default 64 = 512 px; --e2e: 8x to sample.py)")
@@ -54,7 +54,8 @@ def parse_args(argv=None):
     p.add_argument("--iters", type=int, default=5, help="timed forwards per n; the median is reported (default 5)")
     p.add_argument("--check-frames", type=int, default=16, help="frames per GPU of the correctness check "
                    "(default 16; 0 skips it)")
-    p.add_argument("--tiny", action="store_true", help="tiny UNet (simulate.TINY_UNET) on the CPU, 8x8 latents")
+    p.add_argument("--smoke", action="store_true", help="a smoke test on the CPU: the tiny random UNet of simulate.py "
+                   "(simulate.TINY_UNET), 8x8 latents (not the trained tiny model of sample.py --tiny)")
     p.add_argument("--compile", action="store_true", help="torch.compile the per-frame layers and the clip-parallel "
                    "arithmetic between communication stages (fast.accelerate) before timing")
     p.add_argument("--cuda-graph", action="store_true", help="record each forward as a CUDA graph and time its "
@@ -75,7 +76,7 @@ def parse_args(argv=None):
     args.sample_args = extra
     if args.e2e:  # the forward-benchmark flags mean nothing to a sampling run: refuse them rather than ignore them
         unused = [f"--{k.replace('_', '-')}" for k in ("frames_per_gpu", "batch", "timestep", "warmup", "iters",
-                                                      "check_frames", "tiny", "profile", "cuda_graph")
+                                                      "check_frames", "smoke", "profile", "cuda_graph")
                   if getattr(args, k) != p.get_default(k)]
         if unused:
             p.error(f"--e2e does not use {', '.join(unused)} (flags of the forward benchmark)")
@@ -92,16 +93,16 @@ def parse_args(argv=None):
         p.error(f"--seed must be in 0..2**63-1, got {args.seed}")
     for name in ("json", "profile"):  # found out now, not after the measuring
         check_writable(p, f"--{name}", getattr(args, name))
-    if not (args.tiny or args.e2e or torch.cuda.is_available()):
-        p.error("no GPU: the full-size UNet takes hours per table on a CPU; use --tiny (or a GPU)")
-    if args.cuda_graph and (args.tiny or not torch.cuda.is_available()):
-        p.error("--cuda-graph needs a GPU (--tiny runs on the CPU)")
-    if args.tiny:
+    if not (args.smoke or args.e2e or torch.cuda.is_available()):
+        p.error("no GPU: the full-size UNet takes hours per table on a CPU; use --smoke (or a GPU)")
+    if args.cuda_graph and (args.smoke or not torch.cuda.is_available()):
+        p.error("--cuda-graph needs a GPU (--smoke runs on the CPU)")
+    if args.smoke:
         args.height, args.width = min(args.height, 8), min(args.width, 8)
     args.dtype_given = args.dtype is not None
-    args.frames_per_gpu = args.frames_per_gpu or ([4, 8] if args.tiny else [24, 128, 288])
-    args.dtype = args.dtype or ("float32" if args.tiny else "bfloat16")
-    if not (args.tiny or args.e2e):
+    args.frames_per_gpu = args.frames_per_gpu or ([4, 8] if args.smoke else [24, 128, 288])
+    args.dtype = args.dtype or ("float32" if args.smoke else "bfloat16")
+    if not (args.smoke or args.e2e):
         check_fits(p, args)
     return args
 
@@ -316,10 +317,10 @@ def main(argv=None):
         device = init_distributed()
         comm = DistComm()
     else:
-        device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+        device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
         comm = EmulatedComm(EmulatedGroup(1), 0)
     solo = EmulatedComm(EmulatedGroup(1), 0)  # world size 1: the same code with no communication
-    config = TINY_UNET if args.tiny else model.VC2_CONFIG["unet"]
+    config = TINY_UNET if args.smoke else model.VC2_CONFIG["unet"]
     args.context_dim = config["context_dim"]
     dtype = getattr(torch, args.dtype)
     ref_dtype = torch.float64 if dtype == torch.float32 else torch.float32

@@ -1581,20 +1581,20 @@ SIMULATE_ERROR_CASES = [  # simulate.py after --frames 4 --ranks 2 --height 8 --
 ]
 
 BENCH_ERROR_CASES = [  # bench.py (no GPU here: the full-size rows ask for one)
-    ("no GPU, no --tiny", [], "no GPU: the full-size UNet takes hours per table on a CPU; use --tiny"),
+    ("no GPU, no --smoke", [], "no GPU: the full-size UNet takes hours per table on a CPU; use --smoke"),
     ("--frames-per-gpu 0", ["--frames-per-gpu", "8", "0"], "--frames-per-gpu must be >= 1 each, got [8, 0]"),
-    ("--iters 0", ["--tiny", "--iters", "0"], "--iters must be >= 1, got 0"),
-    ("latent --height not a multiple of 8", ["--tiny", "--height", "12"], "--height (latent) must be a multiple of 8"),
-    ("--timestep out of range", ["--tiny", "--timestep", "1000"], "--timestep must be in 0..999"),
-    ("--fps 0", ["--tiny", "--fps", "0"], "--fps must be >= 1"),
-    ("--json in a folder that does not exist", ["--tiny", "--json", "/nonexistent/b.json"],
+    ("--iters 0", ["--smoke", "--iters", "0"], "--iters must be >= 1, got 0"),
+    ("latent --height not a multiple of 8", ["--smoke", "--height", "12"], "--height (latent) must be a multiple of 8"),
+    ("--timestep out of range", ["--smoke", "--timestep", "1000"], "--timestep must be in 0..999"),
+    ("--fps 0", ["--smoke", "--fps", "0"], "--fps must be >= 1"),
+    ("--json in a folder that does not exist", ["--smoke", "--json", "/nonexistent/b.json"],
      "--json: folder '/nonexistent' does not exist"),
-    ("--profile names a folder", ["--tiny", "--profile", "{tmp}"], "is a folder; expected a file path"),
+    ("--profile names a folder", ["--smoke", "--profile", "{tmp}"], "is a folder; expected a file path"),
     ("--e2e with forward-benchmark flags", ["--e2e", "--iters", "3", "--batch", "4"],
      "--e2e does not use --batch, --iters"),
     ("--e2e with a bad sample.py flag", ["--e2e", "--frames", "4", "--guidance", "-1"], "--guidance must be >= 0"),
-    ("--cuda-graph without a GPU", ["--tiny", "--cuda-graph"], "--cuda-graph needs a GPU (--tiny runs on the CPU)"),
-    ("a flag that does not exist", ["--tiny", "--frame", "3"], "unrecognized arguments: --frame 3"),
+    ("--cuda-graph without a GPU", ["--smoke", "--cuda-graph"], "--cuda-graph needs a GPU (--smoke runs on the CPU)"),
+    ("a flag that does not exist", ["--smoke", "--frame", "3"], "unrecognized arguments: --frame 3"),
 ]
 
 
@@ -1696,11 +1696,11 @@ def error_table():
 # bench.py
 
 
-def test_bench_tiny(tmp_path):
-    """bench.py --tiny: the tiny UNet on the CPU, every number in the table positive, the precision check passed."""
+def test_bench_smoke(tmp_path):
+    """bench.py --smoke: the tiny UNet on the CPU, every number in the table positive, the precision check passed."""
     import bench
     out = tmp_path / "bench.json"
-    bench.main(["--tiny", "--frames-per-gpu", "2", "4", "--warmup", "1", "--iters", "2", "--check-frames", "4",
+    bench.main(["--smoke", "--frames-per-gpu", "2", "4", "--warmup", "1", "--iters", "2", "--check-frames", "4",
                 "--json", str(out)])
     res = json.loads(out.read_text())
     assert res["matmul_peak_tflops"] > 0 and res["check"]["ok"] and res["check"]["rel_l2_error"] < 1e-5
