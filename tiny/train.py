@@ -250,6 +250,13 @@ def train_unet(parts, args, gen_cpu, gen_dev, device, out, steps, timing=None):
     return ema
 
 
+def load_run(folder, device):
+    """The weights a run wrote to `folder` (save's tiny_vc2.safetensors and config.json), as load_videocrafter2 gives
+    them: eval mode, no gradients."""
+    return model.load_videocrafter2(os.path.join(folder, "tiny_vc2.safetensors"), os.path.join(folder, "config.json"),
+                                    device=device)
+
+
 def with_weights(parts, values):
     """A copy of parts whose UNet and text encoder hold `values` (in the order of Step.params)."""
     copies = dict(parts, unet=copy.deepcopy(parts["unet"]), text=copy.deepcopy(parts["text"]))
@@ -307,7 +314,8 @@ def main(argv=None):
     p.add_argument("--vae-steps", type=int, default=3000, help="stage 1 steps (default 3000)")
     p.add_argument("--unet-steps", type=int, default=0, help="stage 2 steps (default 0: as many as fit --minutes)")
     p.add_argument("--vae-batch", type=int, default=512, help="frames per step in stage 1 (default 512)")
-    p.add_argument("--batch", type=int, default=256, help="16-frame clips per step in stage 2 (default 256: twice the steps of 512 in the same time learnt far more, 100 %% against 81 %%)")
+    p.add_argument("--batch", type=int, default=256, help="16-frame clips per step in stage 2 (default 256: "
+                   "twice the steps of 512 in the same time learnt far more, 100 %% against 81 %%)")
     p.add_argument("--lr", type=float, default=1e-3, help="stage 2 peak learning rate (AdamW, cosine; default 1e-3)")
     p.add_argument("--vae-lr", type=float, default=1e-3, help="stage 1 peak learning rate")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the saved weights")
@@ -334,8 +342,7 @@ def main(argv=None):
     gen_dev = torch.Generator(device).manual_seed(args.seed + 1)
     log(out := args.out, "args", vars(args), "device", device)
     if args.resume:
-        parts = model.load_videocrafter2(os.path.join(args.resume, "tiny_vc2.safetensors"),
-                                         os.path.join(args.resume, "config.json"), device=device)
+        parts = load_run(args.resume, device)
         for name in ("unet", "text"):
             parts[name].train().requires_grad_(True)
     else:
@@ -344,8 +351,7 @@ def main(argv=None):
         parts = {k: v.to(device) for k, v in parts.items()} | dict(tokenizer=model.Tokenizer())
         log(out, "parameters", {k: sum(p.numel() for p in parts[k].parameters()) for k in ("unet", "vae", "text")})
         if args.vae_from:
-            done = model.load_videocrafter2(os.path.join(args.vae_from, "tiny_vc2.safetensors"),
-                                            os.path.join(args.vae_from, "config.json"), device=device)
+            done = load_run(args.vae_from, device)
             parts["vae"], parts["scale_factor"] = done["vae"], done["scale_factor"]
             log(out, f"stage 1 skipped: the VAE of {args.vae_from}")
         else:
@@ -372,8 +378,7 @@ def main(argv=None):
         folder = os.path.join(out, name)
         os.makedirs(folder, exist_ok=True)
         save(candidate, folder)
-        shipped = model.load_videocrafter2(os.path.join(folder, "tiny_vc2.safetensors"),
-                                           os.path.join(folder, "config.json"), device=device)
+        shipped = load_run(folder, device)
         t = time.time()
         rates[name] = detection_rate(shipped, EVAL_PROMPTS[:args.eval_prompts], 20, 5.0, seeds=(0, 1), device=device)
         log(out, f"{name} weights: detection rate {rates[name]:.3f} (20 steps, guidance 5, 2 seeds) "
