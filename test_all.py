@@ -978,7 +978,8 @@ def test_sample_writes_mp4_and_sidecar(fake_checkpoint, tmp_path):
     side = json.loads((tmp_path / "sub" / "video.json").read_text())
     assert side["frames_written"] == 13 and side["world_size"] == 2
     assert side["settings"]["prompt"] == ["a corgi running on the beach", "a cat"] and side["settings"]["seed"] == 0
-    assert set(side["timings"]) >= {"load", "text", "denoise", "decode", "write", "join", "total"}
+    assert set(side["timings"]) >= {"load", "text", "first_step", "denoise", "decode", "write", "join", "total"}
+    assert 0 < side["timings"]["first_step"] < side["timings"]["denoise"]
     assert sorted(os.listdir(tmp_path / "sub")) == ["video.json", "video.latents.safetensors", "video.mp4"]
 
 
@@ -1717,7 +1718,9 @@ def test_bench_e2e_tiny(fake_checkpoint, tmp_path):
                 "--model-config", fake_checkpoint[1], "--emulate", "2", "--json", str(out)])
     res = json.loads(out.read_text())["e2e"]
     assert res["world_size"] == 2 and res["unet_evals"] == 2 and res["s_per_eval"] > 0
-    assert set(res["timings_s"]) >= {"load", "text", "denoise", "decode", "write", "join", "total"}
+    assert set(res["timings_s"]) >= {"load", "text", "first_step", "denoise", "decode", "write", "join", "total"}
+    t = res["timings_s"]
+    assert res["s_per_eval_after_first"] == pytest.approx(t["denoise"] - t["first_step"])  # 2 evaluations
     assert res["prompt_to_mp4_s"] == pytest.approx(res["timings_s"]["total"] - res["timings_s"]["load"])
 
 
