@@ -61,6 +61,11 @@ def parse_args(argv=None):
     p.add_argument("--cuda-graph", action="store_true", help="record each forward as a CUDA graph and time its "
                    "replays (fast.GraphedClipForward; GPU only; the check then runs the graph too; "
                    "under torchrun tested with one rank only)")
+    p.add_argument("--compile-cache", metavar="PATH", help="with --compile: load Inductor's compiled graphs and "
+                   "kernels from PATH if it exists (torch.compiler's portable cache artifacts, saved by an earlier "
+                   "run, on this machine or another with the same torch and GPU kind) and save them all to PATH "
+                   "after the run; under torchrun one file per rank, PATH.rank<r>. With a file, compilation is warm, "
+                   "not cold")
     p.add_argument("--profile", metavar="PATH", help="write torch.profiler's op table of one forward at the first n "
                    "(the forward itself, never its CUDA graph)")
     p.add_argument("--e2e", action="store_true", help="end-to-end sampling through sample.py with random weights; "
@@ -76,7 +81,8 @@ def parse_args(argv=None):
     args.sample_args = extra
     if args.e2e:  # the forward-benchmark flags mean nothing to a sampling run: refuse them rather than ignore them
         unused = [f"--{k.replace('_', '-')}" for k in ("frames_per_gpu", "batch", "timestep", "warmup", "iters",
-                                                      "check_frames", "smoke", "profile", "cuda_graph")
+                                                      "check_frames", "smoke", "profile", "cuda_graph",
+                                                      "compile_cache")
                   if getattr(args, k) != p.get_default(k)]
         if unused:
             p.error(f"--e2e does not use {', '.join(unused)} (flags of the forward benchmark)")
@@ -91,8 +97,10 @@ def parse_args(argv=None):
         p.error(f"--timestep must be in 0..999, got {args.timestep}")
     if args.seed >= 2 ** 63:
         p.error(f"--seed must be in 0..2**63-1, got {args.seed}")
-    for name in ("json", "profile"):  # found out now, not after the measuring
-        check_writable(p, f"--{name}", getattr(args, name))
+    if args.compile_cache and not args.compile:
+        p.error("--compile-cache needs --compile")
+    for name in ("json", "profile", "compile_cache"):  # found out now, not after the measuring
+        check_writable(p, f"--{name.replace('_', '-')}", getattr(args, name))
     if not (args.smoke or args.e2e or torch.cuda.is_available()):
         p.error("no GPU: the full-size UNet takes hours per table on a CPU; use --smoke (or a GPU)")
     if args.cuda_graph and (args.smoke or not torch.cuda.is_available()):
@@ -335,7 +343,10 @@ def main(argv=None):
                    timestep=args.timestep, ranks=comm.world_size, compile=args.compile, cuda_graph=args.cuda_graph,
                    date=time.strftime("%Y-%m-%d"))
         res["matmul_peak_tflops"] = all_reduce([matmul_peak(device, dtype, timer)], dist.ReduceOp.MIN)[0]
-        with parallel_temporal_layers(unet, DualScope()), fast.accelerate(unet, compile=args.compile):
+        cache = args.compile_cache and (f"{args.compile_cache}.rank{comm.rank}" if dist.is_initialized() else
+                                        args.compile_cache)
+        with fast.compile_cache(cache or None), parallel_temporal_layers(unet, DualScope()), \
+                fast.accelerate(unet, compile=args.compile):
             if args.check_frames:
                 say(comm, f"check: {args.dtype} vs {ref_dtype} at {args.check_frames} frames/GPU"
                           f"{' (the first forwards compile: minutes)' if args.compile else ''}")

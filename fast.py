@@ -10,14 +10,16 @@ same numbers (tests: equal to 1e-12 in float64) with fewer, larger kernels:
                       the normalisation as one pass writing the layout the next layer reads (SiLU fused, or tokens)
   temporal attention  queries in blocks of B frames, each with its band of B + 2w local keys plus the global keys:
                       cost linear in the clip length, few large scaled_dot_product_attention calls
-  compile             torch.compile of the arithmetic between two communication stages (static shapes) and of every
-                      layer that sees one frame at a time; CUDA graphs (GraphedClipForward) for launch-bound sizes
+  compile             torch.compile of the arithmetic between two communication stages and of every layer that sees
+                      one frame at a time, static shapes but the clip length (one graph per layer shape serves every
+                      n); CUDA graphs (GraphedClipForward) for launch-bound sizes
 
     with clip_parallel.parallel_temporal_layers(unet, scope), fast.accelerate(unet, compile=True):
         clip_parallel.clip_forward(unet, comm, frames, x, timesteps, context, fps)
 """
 import functools
 import math
+import os
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -165,12 +167,35 @@ EAGER = SimpleNamespace(group_moments=group_moments, normalize_tokens=normalize_
                         add_residual=add_residual, attention=banded_attention, project_out=project_out)
 
 
+def compile_any_length(fn, backend, dims):
+    """torch.compile(fn) with static shapes but one dimension per argument, its frames (dims[i] of argument i; None:
+    an argument without one), which is symbolic: one graph per layer shape then serves every clip length. Static,
+    each new clip length compiled every graph again (~100 s each on an H200 for bench.py's 16, 24, 128 and 288),
+    and torch's automatic dynamic shapes compiled the per-frame layers a second time, at the second length. Only the
+    count of frames is symbolic: the kernels keep their static per-frame sizes and index arithmetic (a clip of one
+    frame compiles apart: a size 1 is always specialised)."""
+    compiled_fn = torch.compile(fn, backend=backend, dynamic=False)
+
+    @functools.wraps(compiled_fn)
+    def call(*args):
+        for x, dim in zip(args, dims):
+            if dim is not None:
+                torch._dynamo.maybe_mark_dynamic(x, dim)
+        return compiled_fn(*args)
+    return call
+
+
+# the frames dimension of each argument of EAGER's functions
+FRAMES_DIMS = dict(group_moments=(2,), normalize_tokens=(2,), normalize_silu=(2,), add_residual=(2, 2),
+                   project_out=(None, 1, 2))
+
+
 @functools.lru_cache(maxsize=None)
 def compiled(backend):
-    """EAGER's functions compiled with static shapes: one specialised kernel per layer shape (a few per UNet level),
-    no symbolic index arithmetic; they see few shapes in a run (one clip length, one dtype)."""
-    return SimpleNamespace(**{name: torch.compile(fn, backend=backend, dynamic=False)
-                              for name, fn in vars(EAGER).items()})
+    """EAGER's functions compiled with static shapes but the clip length: one specialised kernel per layer shape (a few
+    per UNet level). The attention stays static in the clip length too: its masks' structure depends on it."""
+    return SimpleNamespace(**{name: compile_any_length(fn, backend, FRAMES_DIMS[name]) if name in FRAMES_DIMS else
+                              torch.compile(fn, backend=backend, dynamic=False) for name, fn in vars(EAGER).items()})
 
 
 def video_scale_shift(x, norm, ops, bias=None):
@@ -281,19 +306,20 @@ def compile_frame_layers(unet, backend):
     # Inductor's heuristic left these graphs' convs NCHW (torch 2.11, H200): cuDNN's NHWC kernels then transposed
     # every conv's input, weight and output; forced, the GroupNorm + SiLU before a conv writes channels-last instead
     torch._inductor.config.force_layout_optimization = True
-    wrap = functools.partial(torch.compile, backend=backend)
+    frames = functools.partial(compile_any_length, backend=backend, dims=(0, 0))  # ((b t), ...) inputs
+    tokens = functools.partial(compile_any_length, backend=backend, dims=(1,))  # ((b h w), t, c) tokens
     undo = []
     for m in unet.modules():
         if isinstance(m, model.ResBlock):
-            undo.append(swap(m, "frame_layers", wrap(m.frame_layers)))
+            undo.append(swap(m, "frame_layers", frames(m.frame_layers)))
         elif isinstance(m, (model.SpatialTransformer, model.Downsample, model.Upsample)):
-            undo.append(swap(m, "forward", wrap(m.forward)))
+            undo.append(swap(m, "forward", frames(m.forward)))
         elif isinstance(m, model.TemporalTransformer):
             for block in m.transformer_blocks:
-                undo.append(swap(block.ff, "net", wrap(block.ff.net)))
-                undo += [swap(norm, "forward", wrap(norm.forward)) for norm in (block.norm1, block.norm2, block.norm3)]
+                undo += [swap(layer, "forward", tokens(layer.forward))
+                         for layer in (block.ff.net, block.norm1, block.norm2, block.norm3)]
     for layer in (unet.input_blocks[0][0], unet.out):  # the first conv, and the last GroupNorm, SiLU and conv
-        undo.append(swap(layer, "forward", wrap(layer.forward)))
+        undo.append(swap(layer, "forward", frames(layer.forward)))
     return undo
 
 
@@ -318,6 +344,26 @@ def accelerate(unet, compile=False, backend="inductor"):
         for u in reversed(undo):
             u()
 
+
+
+@contextmanager
+def compile_cache(path):
+    """Inductor's compiled graphs and kernels (torch.compiler's portable cache artifacts) loaded from the file `path`
+    before the block, if it exists, and all of them saved to it after the block, if it succeeds: a machine that never
+    compiled these graphs loads them instead of generating them (same torch, same GPU kind; otherwise they are
+    compiled again). Dynamo still traces every graph: a one-off cost of seconds stays. None: no file, cold."""
+    if path is not None and os.path.exists(path):
+        with open(path, "rb") as f:
+            torch.compiler.load_cache_artifacts(f.read())
+    yield
+    artifacts = torch.compiler.save_cache_artifacts() if path is not None else None
+    if artifacts is not None:
+        from sample import write_atomically  # a Ctrl-C never leaves half a file
+
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                f.write(artifacts[0])
+        write_atomically(path, write)
 
 class GraphedClipForward:
     """clip_forward recorded once as a CUDA graph, then replayed: one launch for the whole forward instead of

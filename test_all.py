@@ -103,7 +103,8 @@ def test_accelerate_compile_wiring(tiny_unet):
         return ([m.frame_layers for m in mods if isinstance(m, model.ResBlock)]
                 + [m.forward for m in mods if isinstance(m, (model.SpatialTransformer, model.Downsample, model.Upsample))]
                 + [f for m in mods if isinstance(m, model.TemporalTransformer) for block in m.transformer_blocks
-                   for f in (block.ff.net, block.norm1.forward, block.norm2.forward, block.norm3.forward)]
+                   for f in (block.ff.net.forward, block.norm1.forward, block.norm2.forward,
+                             block.norm3.forward)]
                 + [unet.input_blocks[0][0].forward, unet.out.forward])
 
     def is_compiled(f):  # a compiled function or method, or module
@@ -126,6 +127,52 @@ def test_accelerate_compile_wiring(tiny_unet):
         assert not any(isinstance(m, (clip_parallel.ClipAttention, fast.FastGroupNorm)) for m in unet.modules())
         assert rel_err(unet(c["x"], c["timesteps"], c["context"], c["fps"]), c["out"]) <= 1e-4
     finally:
+        torch._dynamo.reset()
+
+
+def test_compile_graphs_per_layer_shape_and_not_per_clip_length():
+    """fast.accelerate(compile=True) compiles one graph per layer shape, not per layer (ResBlocks of one shape share
+    theirs), and a new clip length compiles the attention's graphs only (static in the clip length, its masks'
+    structure depends on it): every other graph is symbolic in the frames and serves both. Both lengths equal the plain
+    clip-parallel forms. Backend "eager": dynamo's capture, which decides the graphs, without code generation."""
+    unet = simulate.randomize(model.UNet(**dict(simulate.TINY_UNET, channel_mult=[1, 2])).eval(), 0).double()
+    scope = DualScope(local_window=2, global_frames=3)
+    comm = clip_parallel.EmulatedComm(clip_parallel.EmulatedGroup(1), 0)
+    g = torch.Generator().manual_seed(0)
+
+    def run(frames, speed):
+        x = torch.randn(2, 4, frames, 8, 8, generator=g, dtype=torch.float64)
+        ctx = torch.randn(2, 77, simulate.TINY_UNET["context_dim"], generator=g, dtype=torch.float64)
+        t = torch.full((2,), 901)
+        with clip_parallel.parallel_temporal_layers(unet, scope), \
+                fast.accelerate(unet, compile=True, backend="eager") if speed else nullcontext():
+            return clip_parallel.clip_forward(unet, comm, frames, x, t, ctx, 24)
+
+    def entries(fn):  # graphs dynamo holds for fn's code
+        return len(torch._dynamo.eval_frame._debug_get_cache_entry_list(fn.__code__))
+
+    signatures = set()  # what dynamo guards on: shapes, strides, dtypes of a ResBlock's per-frame inputs
+    hooks = [m.register_forward_pre_hook(lambda m, args: signatures.add(tuple(
+        (a.shape, a.stride(), a.dtype) for a in args[:2]))) for m in unet.modules() if isinstance(m, model.ResBlock)]
+    graphs = lambda: torch._dynamo.utils.counters["stats"]["unique_graphs"]  # noqa: E731
+    torch._dynamo.reset()
+    try:
+        graphs_before, out4 = graphs(), run(4, speed=True)
+        graphs4, resblock_graphs, attention_graphs = graphs(), entries(model.ResBlock.frame_layers), \
+            entries(fast.banded_attention)
+        assert resblock_graphs == len(signatures) < len(hooks)  # per shape: 12 ResBlocks, 8 shapes
+        for h in hooks:
+            h.remove()
+        out6 = run(6, speed=True)
+        assert entries(model.ResBlock.frame_layers) == resblock_graphs  # no new graph but the attention's
+        assert graphs() - graphs4 == entries(fast.banded_attention) - attention_graphs == attention_graphs > 0
+        assert graphs4 - graphs_before > 4 * attention_graphs
+        g.manual_seed(0)
+        for frames, out in ((4, out4), (6, out6)):
+            assert rel_err(out, run(frames, speed=False)) <= 1e-12
+    finally:
+        for h in hooks:
+            h.remove()
         torch._dynamo.reset()
 
 
@@ -1736,6 +1783,35 @@ def test_bench_e2e_under_torchrun(fake_checkpoint, tmp_path, monkeypatch):
     assert res["world_size"] == 2 and res["timings_s"]["join"] > 0 and res["timings_s"]["write"] > 0
     assert not [f for f in os.listdir(tmp_path / "tmp") if f.startswith("bench_e2e")]  # (torch's caches stay)
 
+
+def test_compile_cache_carries_inductor_work_to_a_cold_machine(tmp_path, capsys):
+    """fast.compile_cache (bench.py --compile-cache): a run with an empty Inductor cache saves the artifacts, a failed
+    run writes no file, and a second process with another empty cache (a fresh machine) loads them: Inductor's graph
+    cache hits instead of compiling. A one-line function, so Inductor's C++ compile takes seconds on a CPU."""
+    import bench
+    script = ("import sys, torch, fast\n"
+              "from torch._dynamo.utils import counters\n"
+              "with fast.compile_cache(sys.argv[1]):\n"
+              "    torch.compile(lambda x: torch.sin(x) * 2 + 1, backend='inductor')(torch.randn(8))\n"
+              "print(counters['inductor']['fxgraph_cache_hit'], counters['inductor']['fxgraph_cache_miss'])\n")
+
+    def run(machine):  # a process with its own empty Inductor cache
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / machine / "inductor"),
+               "TRITON_CACHE_DIR": str(tmp_path / machine / "triton")}
+        proc = subprocess.run([sys.executable, "-c", script, str(cache)], cwd=HERE, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout.split()
+
+    cache = tmp_path / "compiled.bin"
+    with pytest.raises(RuntimeError), fast.compile_cache(cache):
+        raise RuntimeError("a run that fails")
+    assert not cache.exists()
+    assert run("a") == ["0", "1"] and cache.stat().st_size > 0  # compiled: a miss
+    assert run("b") == ["1", "0"]  # another empty cache, the file loaded: a hit
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--smoke", "--compile-cache", str(cache)])
+    assert "--compile-cache needs --compile" in capsys.readouterr().err
 
 # -----------------------------------------------------------------------------
 # The tiny model (tiny/): procedural data, the detector, the shipped weights, sample.py --tiny
