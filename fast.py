@@ -345,7 +345,6 @@ def accelerate(unet, compile=False, backend="inductor"):
             u()
 
 
-
 @contextmanager
 def compile_cache(path):
     """Inductor's compiled graphs and kernels (torch.compiler's portable cache artifacts) loaded from the file `path`
@@ -364,6 +363,17 @@ def compile_cache(path):
             with open(tmp, "wb") as f:
                 f.write(artifacts[0])
         write_atomically(path, write)
+
+
+def compile_stats():
+    """Where this process's compilation went so far, by Dynamo's and Inductor's own clocks: graphs compiled and seconds
+    per phase (entire_frame_compile: all of it; inductor_compile and code_gen: Inductor's work on the graphs;
+    async_compile.wait: waiting for Triton's compiler; CachingAutotuner.benchmark_all_configs: timing kernel variants
+    on the GPU). bench.py reports it with --compile, so a first step's one-off cost can be taken apart."""
+    from torch._dynamo import utils
+    return dict(graphs=utils.counters["stats"]["unique_graphs"],
+                seconds={name: round(s, 2) for name, s in utils.calculate_time_spent().items()})
+
 
 class GraphedClipForward:
     """clip_forward recorded once as a CUDA graph, then replayed: one launch for the whole forward instead of

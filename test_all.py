@@ -167,6 +167,8 @@ def test_compile_graphs_per_layer_shape_and_not_per_clip_length():
         assert entries(model.ResBlock.frame_layers) == resblock_graphs  # no new graph but the attention's
         assert graphs() - graphs4 == entries(fast.banded_attention) - attention_graphs == attention_graphs > 0
         assert graphs4 - graphs_before > 4 * attention_graphs
+        stats = fast.compile_stats()  # what bench.py reports: the same count, and where the seconds went
+        assert stats["graphs"] == graphs() and stats["seconds"]["entire_frame_compile"] > 0
         g.manual_seed(0)
         for frames, out in ((4, out4), (6, out6)):
             assert rel_err(out, run(frames, speed=False)) <= 1e-12
