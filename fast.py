@@ -170,10 +170,10 @@ EAGER = SimpleNamespace(group_moments=group_moments, normalize_tokens=normalize_
 def compile_any_length(fn, backend, dims):
     """torch.compile(fn) with static shapes but one dimension per argument, its frames (dims[i] of argument i; None:
     an argument without one), which is symbolic: one graph per layer shape then serves every clip length. Static,
-    each new clip length compiled every graph again (~100 s each on an H200 for bench.py's 16, 24, 128 and 288),
-    and torch's automatic dynamic shapes compiled the per-frame layers a second time, at the second length. Only the
-    count of frames is symbolic: the kernels keep their static per-frame sizes and index arithmetic (a clip of one
-    frame compiles apart: a size 1 is always specialised)."""
+    each new clip length compiled every graph again (bench.py on an H200: ~140 s per n; shared, 38-54 s for a further
+    n, docs/BENCH.md run 29), and torch's automatic dynamic shapes compiled the per-frame layers a second time, at
+    the second length. Only the count of frames is symbolic: the kernels keep their static per-frame sizes and index
+    arithmetic (a clip of one frame compiles apart: a size 1 is always specialised)."""
     compiled_fn = torch.compile(fn, backend=backend, dynamic=False)
 
     @functools.wraps(compiled_fn)
