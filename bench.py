@@ -311,7 +311,7 @@ def e2e(args, extra):
     timings = sidecar["timings"]
     res.update(unet_evals=evals, s_per_eval=timings["denoise"] / evals,
                s_per_eval_after_first=(timings["denoise"] - timings["first_step"]) / max(evals - 1, 1),
-               prompt_to_mp4_s=sidecar["timings"]["total"] - sidecar["timings"]["load"])
+               prompt_to_mp4_s=timings["total"] - timings["load"])
     if args.compile:  # the first step's one-off cost, taken apart
         res["compile_stats"] = fast.compile_stats()
     print(json.dumps(res, indent=1))
@@ -347,9 +347,10 @@ def main(argv=None):
                    timestep=args.timestep, ranks=comm.world_size, compile=args.compile, cuda_graph=args.cuda_graph,
                    date=time.strftime("%Y-%m-%d"))
         res["matmul_peak_tflops"] = all_reduce([matmul_peak(device, dtype, timer)], dist.ReduceOp.MIN)[0]
-        cache = args.compile_cache and (f"{args.compile_cache}.rank{comm.rank}" if dist.is_initialized() else
-                                        args.compile_cache)
-        with fast.compile_cache(cache or None), parallel_temporal_layers(unet, DualScope()), \
+        cache = args.compile_cache  # None, or under torchrun one file per rank
+        if cache and dist.is_initialized():
+            cache = f"{cache}.rank{comm.rank}"
+        with fast.compile_cache(cache), parallel_temporal_layers(unet, DualScope()), \
                 fast.accelerate(unet, compile=args.compile):
             if args.check_frames:
                 say(comm, f"check: {args.dtype} vs {ref_dtype} at {args.check_frames} frames/GPU"

@@ -355,7 +355,7 @@ def compile_cache(path):
         with open(path, "rb") as f:
             torch.compiler.load_cache_artifacts(f.read())
     yield
-    artifacts = torch.compiler.save_cache_artifacts() if path is not None else None
+    artifacts = None if path is None else torch.compiler.save_cache_artifacts()  # None: nothing was compiled
     if artifacts is not None:
         from sample import write_atomically  # a Ctrl-C never leaves half a file
 

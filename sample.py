@@ -735,7 +735,7 @@ def run(args):
 
     def progress(i, total):
         bar.update(1)
-        if i == 0:  # the first step pays the one-off costs (compilation, cuDNN's autotuning): timed apart
+        if i == 0:  # the first step pays the one-off costs (compilation, kernel autotuning): timed apart
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             timings["first_step"] = time.perf_counter() - t
