@@ -1815,6 +1815,7 @@ def test_compile_cache_carries_inductor_work_to_a_cold_machine(tmp_path, capsys)
         bench.parse_args(["--smoke", "--compile-cache", str(cache)])
     assert "--compile-cache needs --compile" in capsys.readouterr().err
 
+
 # -----------------------------------------------------------------------------
 # The tiny model (tiny/): procedural data, the detector, the shipped weights, sample.py --tiny
 
