@@ -240,14 +240,6 @@ def open_mp4(path, fps):
     return imageio.get_writer(path, fps=fps, codec="libx264", quality=8, macro_block_size=1)
 
 
-def write_video(path, frames, fps, progress=True):
-    def write(tmp):
-        with open_mp4(tmp, fps) as writer:
-            for frame in tqdm(frames.cpu().numpy(), desc="write", unit="frame", file=sys.stderr, disable=not progress):
-                writer.append_data(frame)
-    write_atomically(path, write)
-
-
 # -----------------------------------------------------------------------------
 # The mp4: each rank encodes its own clip to an mp4 segment as it decodes it (Mp4Writer, every rank at once), then
 # rank 0 joins the segments without re-encoding (ffmpeg's concat demuxer, -c copy); one rank's segment is the video.
@@ -738,9 +730,9 @@ def run(args):
         if i == 0:  # the first step pays the one-off costs (compilation, kernel autotuning): timed apart
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            timings["first_step"] = time.perf_counter() - t
+            timings["first_step"] = time.perf_counter() - t_denoise
 
-    t = time.perf_counter()
+    t_denoise = time.perf_counter()
     speed = args.compile or (device.type == "cuda" and not args.plain)  # the fast forms: GPUs, unless --plain
     new_folders = missing_folders(args.out)  # before any rank writes: the folders this run makes
     folder = segment_folder(args.out)
@@ -786,7 +778,7 @@ def run(args):
         finally:  # on Ctrl-C and errors too: the message that follows starts a line of its own
             if bar is not None:
                 bar.close()
-        timings["denoise"] = t_denoised - t
+        timings["denoise"] = t_denoised - t_denoise
         timings["decode"] = t_decoded - t_denoised  # rank 0's
         timings["write"] = time.perf_counter() - t_decoded  # until every rank's mp4 is written
         failed = [e for e in errors if e is not None]

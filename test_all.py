@@ -1041,20 +1041,27 @@ def moving_gradient(frames, height=64, width=64):
     return np.stack([red, green, blue], -1).clip(0, 255).round().astype(np.uint8)
 
 
+def write_video(path, frames, fps):
+    """One encoder over a whole video (sample.open_mp4, frames (T, H, W, 3) uint8): what the ranks' mp4s are
+    checked against."""
+    with sample.open_mp4(str(path), fps) as writer:
+        for frame in frames:
+            writer.append_data(frame)
+
+
 # clips of 1, 2 and 3 ranks as split_frames makes them (uneven), one frame per rank, and clips of 1 or 2 frames (no
 # decode delay) beside longer ones (a delay of 2 frames), where the joins' decoding times need rewriting
 @pytest.mark.parametrize("clips", [[7], [5, 4], [3, 3, 2], [1, 1, 1], [2, 5, 1]], ids=str)
 def test_joined_segments_are_the_single_encoders_video(clips, tmp_path):
     """Segments joined without re-encoding (sample.join_segments) against one encoder over the whole video
-    (sample.write_video): exactly T frames at the frame rate, T / fps long, the same pictures up to the codec."""
+    (write_video): exactly T frames at the frame rate, T / fps long, the same pictures up to the codec."""
     import imageio_ffmpeg
     fps, source = 8, moving_gradient(sum(clips))
-    sample.write_video(str(tmp_path / "single.mp4"), torch.from_numpy(source), fps, progress=False)
+    write_video(tmp_path / "single.mp4", source, fps)
     folder, start = tmp_path / "video.segments.partial", 0
     folder.mkdir()
     for rank, n in enumerate(clips):
-        sample.write_video(str(folder / sample.segment_name(rank)), torch.from_numpy(source[start:start + n]), fps,
-                           progress=False)
+        write_video(folder / sample.segment_name(rank), source[start:start + n], fps)
         start += n
     sample.join_segments(str(folder), len(clips), str(tmp_path / "joined.mp4"), fps)
     joined, single = iio.imread(tmp_path / "joined.mp4").astype(int), iio.imread(tmp_path / "single.mp4").astype(int)
@@ -1074,7 +1081,7 @@ def test_mp4_writer_encodes_while_frames_come(tmp_path):
     """sample.Mp4Writer (a rank's mp4, fed batch by batch from the decode loop) writes what write_video writes from
     the whole clip at once: the same encoder, the same frames, the same pictures; aborted, it leaves no file."""
     source = torch.from_numpy(moving_gradient(11))
-    sample.write_video(str(tmp_path / "whole.mp4"), source, 8, progress=False)
+    write_video(tmp_path / "whole.mp4", source.numpy(), 8)
     writer = sample.Mp4Writer(str(tmp_path / "seg" / "batches.mp4"), 8, len(source), rank=1)
     assert writer.close(abort=True) is None and not (tmp_path / "seg").exists()  # nothing put: nothing made
     writer = sample.Mp4Writer(str(tmp_path / "seg" / "batches.mp4"), 8, len(source), rank=1)
@@ -1090,7 +1097,7 @@ def test_mp4_writer_encodes_while_frames_come(tmp_path):
 
 def test_join_names_a_missing_segment(tmp_path):
     """A rank's segment that rank 0 cannot see (ranks on several hosts, no shared folder): one clear error."""
-    sample.write_video(str(tmp_path / sample.segment_name(0)), torch.from_numpy(moving_gradient(2)), 8, progress=False)
+    write_video(tmp_path / sample.segment_name(0), moving_gradient(2), 8)
     with pytest.raises(sample.OutputError, match=r"the segments rank00001.mp4 are not in .*: the ranks wrote them "
                        r"elsewhere \(ranks on several hosts need --out in a folder they all share\)"):
         sample.join_segments(str(tmp_path), 2, str(tmp_path / "v.mp4"), 8)
