@@ -20,7 +20,7 @@ same numbers (tests: equal to 1e-12 in float64) with fewer, larger kernels:
 import functools
 import math
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from types import SimpleNamespace
 
 import torch
@@ -338,8 +338,13 @@ def accelerate(unet, compile=False, backend="inductor"):
                 undo.append(swap(m, "forward", functools.partial(temporal_transformer_forward, m, ops)))
         elif isinstance(m, ClipAttention):
             undo.append(swap(m, "attention", ops.attention))
+    # Inductor autotunes each pointwise kernel by compiling it once per candidate launch config and timing them all:
+    # at 1150 frames on an H200 that was 115 of the first step's 284 s with an empty cache (mostly Triton's compiler);
+    # its heuristic's one config per kernel gave the same 5.04 s per step (docs/BENCH.md run 30)
+    settings = torch._inductor.config.patch({"triton.autotune_pointwise": False}) if compile else nullcontext()
     try:
-        yield unet
+        with settings:
+            yield unet
     finally:
         for u in reversed(undo):
             u()

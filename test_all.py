@@ -17,6 +17,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+import torch._inductor.config as inductor_config
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
@@ -115,6 +116,7 @@ def test_accelerate_compile_wiring(tiny_unet):
                 fast.accelerate(unet, compile=True, backend="eager"):
             mods = list(unet.modules())
             assert all(is_compiled(f) for f in compiled_callables())
+            assert not inductor_config.triton.autotune_pointwise  # one launch config per kernel (BENCH.md run 30)
             assert sum(isinstance(m, fast.FastTemporalConvBlock) for m in mods) == sum(
                 isinstance(m, model.ResBlock) for m in mods) > 0
             assert all(is_compiled(m.attention) for m in mods if isinstance(m, clip_parallel.ClipAttention))
@@ -124,6 +126,7 @@ def test_accelerate_compile_wiring(tiny_unet):
             out = clip_parallel.clip_forward(unet, comm, frames, c["x"], c["timesteps"], c["context"], c["fps"])
         assert rel_err(out, c["out"]) <= 1e-4
         assert not any(is_compiled(f) for f in compiled_callables())  # restored
+        assert inductor_config.triton.autotune_pointwise
         assert not any(isinstance(m, (clip_parallel.ClipAttention, fast.FastGroupNorm)) for m in unet.modules())
         assert rel_err(unet(c["x"], c["timesteps"], c["context"], c["fps"]), c["out"]) <= 1e-4
     finally:
