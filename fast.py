@@ -20,10 +20,11 @@ same numbers (tests: equal to 1e-12 in float64) with fewer, larger kernels:
 import functools
 import math
 import os
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from types import SimpleNamespace
 
 import torch
+import torch._inductor.config  # noqa: F401 - COMPILER_SETTINGS patches it
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -297,15 +298,7 @@ def compile_frame_layers(unet, backend):
     """torch.compile the layers that see one frame (or token) at a time; returns the undo list. They hold no
     communication, so they compile to whole graphs: Inductor fuses GroupNorm + SiLU, the embedding add, LayerNorms,
     GEGLU's gelu * x and the residual adds (separate memory-bound kernels in eager mode), and every 2D conv reads and
-    writes channels-last memory."""
-    config = torch._dynamo.config
-    # one graph per (layer shape, dtype), not per module; the compiled attention has one per (shape, clip start), ~5
-    # per clip length and rank: past the limit dynamo would quietly run eagerly
-    config.cache_size_limit = max(config.cache_size_limit, 256)
-    config.accumulated_cache_size_limit = max(config.accumulated_cache_size_limit, 512)
-    # Inductor's heuristic left these graphs' convs NCHW (torch 2.11, H200): cuDNN's NHWC kernels then transposed
-    # every conv's input, weight and output; forced, the GroupNorm + SiLU before a conv writes channels-last instead
-    torch._inductor.config.force_layout_optimization = True
+    writes channels-last memory (with COMPILER_SETTINGS, which accelerate holds while they compile)."""
     frames = functools.partial(compile_any_length, backend=backend, dims=(0, 0))  # ((b t), ...) inputs
     tokens = functools.partial(compile_any_length, backend=backend, dims=(1,))  # ((b h w), t, c) tokens
     undo = []
@@ -323,6 +316,23 @@ def compile_frame_layers(unet, backend):
     return undo
 
 
+# the compiler's settings while accelerate(compile=True) holds, restored on exit
+COMPILER_SETTINGS = (
+    # one graph per (layer shape, dtype), not per module; the compiled attention has one per (shape, clip start), ~5
+    # per clip length and rank: past the limit dynamo would quietly run eagerly
+    (torch._dynamo.config, dict(cache_size_limit=256, accumulated_cache_size_limit=512)),
+    (torch._inductor.config, {
+        # Inductor's heuristic left the per-frame graphs' convs NCHW (torch 2.11, H200): cuDNN's NHWC kernels then
+        # transposed every conv's input, weight and output; forced, the GroupNorm + SiLU before a conv writes
+        # channels-last instead
+        "force_layout_optimization": True,
+        # Inductor autotunes each pointwise kernel by compiling it once per candidate launch config and timing them
+        # all: at 1150 frames on an H200 that was 115 of the first step's 284 s with an empty cache (mostly Triton's
+        # compiler); its heuristic's one config per kernel gave the same 5.04 s per step (docs/BENCH.md run 30)
+        "triton.autotune_pointwise": False}),
+)
+
+
 @contextmanager
 def accelerate(unet, compile=False, backend="inductor"):
     """Swap the plain clip-parallel forms in `unet` (inside clip_parallel.parallel_temporal_layers) for the fast ones,
@@ -338,12 +348,10 @@ def accelerate(unet, compile=False, backend="inductor"):
                 undo.append(swap(m, "forward", functools.partial(temporal_transformer_forward, m, ops)))
         elif isinstance(m, ClipAttention):
             undo.append(swap(m, "attention", ops.attention))
-    # Inductor autotunes each pointwise kernel by compiling it once per candidate launch config and timing them all:
-    # at 1150 frames on an H200 that was 115 of the first step's 284 s with an empty cache (mostly Triton's compiler);
-    # its heuristic's one config per kernel gave the same 5.04 s per step (docs/BENCH.md run 30)
-    settings = torch._inductor.config.patch({"triton.autotune_pointwise": False}) if compile else nullcontext()
     try:
-        with settings:
+        with ExitStack() as settings:
+            for config, values in COMPILER_SETTINGS if compile else ():
+                settings.enter_context(config.patch(values))
             yield unet
     finally:
         for u in reversed(undo):

@@ -92,7 +92,7 @@ def test_unet_matches_original(tiny_unet, case):
 
 def test_accelerate_compile_wiring(tiny_unet):
     """The wiring of the --compile path: which layers fast.accelerate compiles, the same function, and all of it undone
-    on exit. backend="eager" traces through dynamo without Inductor's code generation (minutes on a small CPU;
+    on exit, the compiler settings it holds too. backend="eager" traces through dynamo without Inductor's code generation (minutes on a small CPU;
     bench.py checks Inductor on GPUs). Full window, no global frames, one rank: VC2's own output."""
     unet = model.UNet(**fixture_json("unet_tiny.json")["unet_config"]).eval()
     unet.load_state_dict(tiny_unet.state_dict())
@@ -111,12 +111,18 @@ def test_accelerate_compile_wiring(tiny_unet):
     def is_compiled(f):  # a compiled function or method, or module
         return hasattr(f, "_torchdynamo_orig_callable") or isinstance(f, torch._dynamo.eval_frame.OptimizedModule)
 
+    def compiler_settings():
+        return (inductor_config.triton.autotune_pointwise, inductor_config.force_layout_optimization,
+                torch._dynamo.config.cache_size_limit)
+
+    settings_before = compiler_settings()
     try:
         with clip_parallel.parallel_temporal_layers(unet, DualScope(local_window=frames, global_frames=0)), \
                 fast.accelerate(unet, compile=True, backend="eager"):
             mods = list(unet.modules())
             assert all(is_compiled(f) for f in compiled_callables())
             assert not inductor_config.triton.autotune_pointwise  # one launch config per kernel (BENCH.md run 30)
+            assert inductor_config.force_layout_optimization and torch._dynamo.config.cache_size_limit == 256
             assert sum(isinstance(m, fast.FastTemporalConvBlock) for m in mods) == sum(
                 isinstance(m, model.ResBlock) for m in mods) > 0
             assert all(is_compiled(m.attention) for m in mods if isinstance(m, clip_parallel.ClipAttention))
@@ -126,7 +132,7 @@ def test_accelerate_compile_wiring(tiny_unet):
             out = clip_parallel.clip_forward(unet, comm, frames, c["x"], c["timesteps"], c["context"], c["fps"])
         assert rel_err(out, c["out"]) <= 1e-4
         assert not any(is_compiled(f) for f in compiled_callables())  # restored
-        assert inductor_config.triton.autotune_pointwise
+        assert compiler_settings() == settings_before
         assert not any(isinstance(m, (clip_parallel.ClipAttention, fast.FastGroupNorm)) for m in unet.modules())
         assert rel_err(unet(c["x"], c["timesteps"], c["context"], c["fps"]), c["out"]) <= 1e-4
     finally:
