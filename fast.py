@@ -12,7 +12,7 @@ same numbers (tests: equal to 1e-12 in float64) with fewer, larger kernels:
                       cost linear in the clip length, few large scaled_dot_product_attention calls
   compile             torch.compile of the arithmetic between two communication stages and of every layer that sees
                       one frame at a time, static shapes but the clip length (one graph per layer shape serves every
-                      n); CUDA graphs (GraphedClipForward) for launch-bound sizes
+                      n), under COMPILER_SETTINGS; CUDA graphs (GraphedClipForward) for launch-bound sizes
 
     with clip_parallel.parallel_temporal_layers(unet, scope), fast.accelerate(unet, compile=True):
         clip_parallel.clip_forward(unet, comm, frames, x, timesteps, context, fps)
