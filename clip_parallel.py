@@ -17,6 +17,7 @@ for an attention. The three communication stages, by name:
 Pairing even/odd then odd/even keeps every link busy and never waits on a chain of ranks (the paper's scheme).
 With real neighbour frames and whole-video statistics, the output equals the single-device run for any N.
 """
+import contextvars
 import datetime
 import functools
 import logging
@@ -342,7 +343,10 @@ def run_ranks(ranks, fn):
         finally:
             done[rank].set()
 
-    threads = [threading.Thread(target=worker, args=(r,), name=f"rank{r}") for r in range(ranks)]
+    # each rank runs in a copy of the caller's context variables: since torch 2.12 they hold torch.compile's settings
+    # (fast.accelerate makes its own in the caller's thread; a new thread would compile with torch's defaults)
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(worker, r), name=f"rank{r}")
+               for r in range(ranks)]
     for t in threads:
         t.start()
     # Waits on events, not Thread.join: a Ctrl-C inside join() marks a still-running thread as finished (CPython

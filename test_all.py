@@ -123,6 +123,8 @@ def test_accelerate_compile_wiring(tiny_unet):
             assert all(is_compiled(f) for f in compiled_callables())
             assert not inductor_config.triton.autotune_pointwise  # one launch config per kernel (BENCH.md run 30)
             assert inductor_config.force_layout_optimization and torch._dynamo.config.cache_size_limit == 256
+            # emulated ranks (threads; sample.py's one rank without torchrun too) compile under the same settings
+            assert clip_parallel.run_ranks(2, lambda comm: compiler_settings()) == [compiler_settings()] * 2
             assert sum(isinstance(m, fast.FastTemporalConvBlock) for m in mods) == sum(
                 isinstance(m, model.ResBlock) for m in mods) > 0
             assert all(is_compiled(m.attention) for m in mods if isinstance(m, clip_parallel.ClipAttention))
