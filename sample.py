@@ -724,8 +724,12 @@ def run(args):
     bar = None
     if rank0:
         bar = tqdm(total=len(make_schedule(s.steps, s.eta).timesteps), desc="denoise", unit="step", file=sys.stderr)
+        if args.compile:  # else a bar standing still for minutes looks like a hang
+            bar.set_postfix_str("the first step compiles: minutes with an empty cache")
 
     def progress(i, total):
+        if i == 0:
+            bar.set_postfix_str("", refresh=False)
         bar.update(1)
         if i == 0:  # the first step pays the one-off costs (compilation, kernel autotuning): timed apart
             if device.type == "cuda":
