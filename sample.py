@@ -728,10 +728,9 @@ def run(args):
             bar.set_postfix_str("the first step compiles: minutes with an empty cache")
 
     def progress(i, total):
-        if i == 0:
-            bar.set_postfix_str("", refresh=False)
         bar.update(1)
         if i == 0:  # the first step pays the one-off costs (compilation, kernel autotuning): timed apart
+            bar.set_postfix_str("")
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             timings["first_step"] = time.perf_counter() - t_denoise

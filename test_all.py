@@ -92,8 +92,9 @@ def test_unet_matches_original(tiny_unet, case):
 
 def test_accelerate_compile_wiring(tiny_unet):
     """The wiring of the --compile path: which layers fast.accelerate compiles, the same function, and all of it undone
-    on exit, the compiler settings it holds too. backend="eager" traces through dynamo without Inductor's code generation (minutes on a small CPU;
-    bench.py checks Inductor on GPUs). Full window, no global frames, one rank: VC2's own output."""
+    on exit, the compiler settings it holds too. backend="eager" traces through dynamo without Inductor's code
+    generation (minutes on a small CPU; bench.py checks Inductor on GPUs). Full window, no global frames, one rank:
+    VC2's own output."""
     unet = model.UNet(**fixture_json("unet_tiny.json")["unet_config"]).eval()
     unet.load_state_dict(tiny_unet.state_dict())
     c = fixture_tensors("unet_tiny_cases.safetensors", unet_cases()[0] + ".")
