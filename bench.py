@@ -67,12 +67,12 @@ def parse_args(argv=None):
                    "kernels from PATH if it exists (torch.compiler's portable cache artifacts, saved by an earlier "
                    "run, on this machine or another with the same torch and GPU kind) and save them all to PATH "
                    "after the run; under torchrun one file per rank, PATH.rank<r>. With a file, compilation is warm, "
-                   "not cold")
+                   "not cold (--e2e: passed to sample.py)")
     p.add_argument("--profile", metavar="PATH", help="write torch.profiler's op table of one forward at the first n "
                    "(the forward itself, never its CUDA graph)")
     p.add_argument("--e2e", action="store_true", help="end-to-end sampling through sample.py with random weights; "
-                   "takes --frames, --steps, --height, --width, --fps, --dtype, --compile, --seed, --json, and "
-                   "passes arguments bench does not know to sample.py (e.g. --guidance, --emulate)")
+                   "takes --frames, --steps, --height, --width, --fps, --dtype, --compile, --compile-cache, --seed, "
+                   "--json, and passes arguments bench does not know to sample.py (e.g. --guidance, --emulate)")
     p.add_argument("--frames", type=int, default=2300, help="--e2e: video length in latent frames (default 2300)")
     p.add_argument("--steps", type=int, default=30, help="--e2e: DDIM steps (default 30)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (default 0)")
@@ -83,8 +83,7 @@ def parse_args(argv=None):
     args.sample_args = extra
     if args.e2e:  # the forward-benchmark flags mean nothing to a sampling run: refuse them rather than ignore them
         unused = [f"--{k.replace('_', '-')}" for k in ("frames_per_gpu", "batch", "timestep", "warmup", "iters",
-                                                      "check_frames", "smoke", "profile", "cuda_graph",
-                                                      "compile_cache")
+                                                      "check_frames", "smoke", "profile", "cuda_graph")
                   if getattr(args, k) != p.get_default(k)]
         if unused:
             p.error(f"--e2e does not use {', '.join(unused)} (flags of the forward benchmark)")
@@ -291,6 +290,8 @@ def e2e(args, extra):
                 *extra]  # bench's sizes are latent, sample.py's pixels
         if args.compile:
             argv.append("--compile")
+        if args.compile_cache:
+            argv += ["--compile-cache", args.compile_cache]
         if args.dtype_given:
             argv += ["--dtype", {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[args.dtype]]
         try:

@@ -20,6 +20,7 @@ same numbers (tests: equal to 1e-12 in float64) with fewer, larger kernels:
 import functools
 import math
 import os
+import warnings
 from contextlib import ExitStack, contextmanager
 from types import SimpleNamespace
 
@@ -363,19 +364,25 @@ def compile_cache(path):
     """Inductor's compiled graphs and kernels (torch.compiler's portable cache artifacts) loaded from the file `path`
     before the block, if it exists, and all of them saved to it after the block, if it succeeds: a machine that never
     compiled these graphs loads them instead of generating them (same torch, same GPU kind; otherwise they are
-    compiled again). Dynamo still traces every graph: a one-off cost of seconds stays. None: no file, cold."""
+    compiled again; a corrupt file loads as nothing, with torch's warning). Dynamo still traces every graph: a one-off
+    cost of seconds stays. None: no file, cold."""
     if path is not None and os.path.exists(path):
         with open(path, "rb") as f:
             torch.compiler.load_cache_artifacts(f.read())
     yield
-    artifacts = None if path is None else torch.compiler.save_cache_artifacts()  # None: nothing was compiled
-    if artifacts is not None:
-        from sample import write_atomically  # a Ctrl-C never leaves half a file
+    if path is None:
+        return
+    from sample import write_atomically  # a Ctrl-C never leaves half a file
 
-        def write(tmp):
-            with open(tmp, "wb") as f:
-                f.write(artifacts[0])
-        write_atomically(path, write)
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(artifacts[0])
+    try:  # only a speed-up: a run whose cache cannot be saved still ends well
+        artifacts = torch.compiler.save_cache_artifacts()  # None: nothing was compiled
+        if artifacts is not None:
+            write_atomically(path, write)
+    except Exception as e:
+        warnings.warn(f"the compile cache could not be saved to {path!r}: {type(e).__name__}: {e}")
 
 
 def compile_stats():

@@ -422,6 +422,10 @@ def parse_args(argv=None):
     a("--compile", action="store_true", help="torch.compile the UNet's per-frame layers and the clip-parallel "
       "arithmetic between communication stages: faster UNet forwards on a GPU after a one-off compile at the first "
       "step (see docs/BENCH.md; not with --emulate or --plain)")
+    a("--compile-cache", metavar="PATH", help="with --compile: load the compiled graphs and kernels from PATH if it "
+      "exists (torch.compiler's portable cache artifacts) and save them all there after a successful run. Copy the "
+      "file to a machine with the same torch and GPU kind: its first step then loads them instead of compiling "
+      "(Dynamo still traces). Under torchrun one file per rank, PATH.rank<r>")
     a("--plain", action="store_true", help="run the plain clip-parallel layers of clip_parallel.py, not their fast "
       "forms of fast.py (the same numbers up to rounding; on GPUs the fast forms are the default, on CPU the plain)")
     a("--decode-batch", type=int, default=8, help="frames per VAE decode call, bounds decode memory (default 8)")
@@ -503,6 +507,12 @@ def check_args(args):
     need(args.frames >= 1, f"--frames must be >= 1, got {args.frames}")
     need(not (args.compile and args.emulate), "--compile does not combine with --emulate (emulated ranks are threads)")
     need(not (args.compile and args.plain), "--compile does not combine with --plain (it compiles the fast forms)")
+    need(args.compile or not args.compile_cache, "--compile-cache needs --compile")
+    if args.compile_cache:  # found out now, not after the run
+        need(not os.path.isdir(args.compile_cache), f"--compile-cache {args.compile_cache!r} is a folder; expected "
+             "the path of a file")
+        need(os.path.isdir(os.path.dirname(os.path.abspath(args.compile_cache))), f"--compile-cache "
+             f"{args.compile_cache!r}: its folder does not exist")
     need(not (args.emulate and "WORLD_SIZE" in os.environ), "--emulate does not combine with torchrun (every "
          "process would run all the emulated ranks and write the same files)")
     need(1 <= args.steps <= 1000, f"--steps must be in 1..1000, got {args.steps}")
@@ -763,10 +773,13 @@ def run(args):
             writer.put(video)
         return video, latents, t_denoised, t_decoded, writer.close()
 
+    cache = args.compile_cache  # None, or under torchrun one file per rank: their attention graphs differ
+    if cache and real:
+        cache = f"{cache}.rank{torch.distributed.get_rank()}"
     done = False
     try:
         try:
-            with parallel_temporal_layers(parts["unet"], scope), \
+            with fast.compile_cache(cache), parallel_temporal_layers(parts["unet"], scope), \
                     fast.accelerate(parts["unet"], compile=args.compile) if speed else nullcontext():
                 if real:
                     comm = DistComm()
