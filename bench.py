@@ -348,10 +348,7 @@ def main(argv=None):
                    timestep=args.timestep, ranks=comm.world_size, compile=args.compile, cuda_graph=args.cuda_graph,
                    date=time.strftime("%Y-%m-%d"))
         res["matmul_peak_tflops"] = all_reduce([matmul_peak(device, dtype, timer)], dist.ReduceOp.MIN)[0]
-        cache = args.compile_cache  # None, or under torchrun one file per rank
-        if cache and dist.is_initialized():
-            cache = f"{cache}.rank{comm.rank}"
-        with fast.compile_cache(cache), parallel_temporal_layers(unet, DualScope()), \
+        with fast.compile_cache(args.compile_cache), parallel_temporal_layers(unet, DualScope()), \
                 fast.accelerate(unet, compile=args.compile):
             if args.check_frames:
                 say(comm, f"check: {args.dtype} vs {ref_dtype} at {args.check_frames} frames/GPU"

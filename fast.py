@@ -364,8 +364,11 @@ def compile_cache(path):
     """Inductor's compiled graphs and kernels (torch.compiler's portable cache artifacts) loaded from the file `path`
     before the block, if it exists, and all of them saved to it after the block, if it succeeds: a machine that never
     compiled these graphs loads them instead of generating them (same torch, same GPU kind; otherwise they are
-    compiled again; a corrupt file loads as nothing, with torch's warning). Dynamo still traces every graph: a one-off
-    cost of seconds stays. None: no file, cold."""
+    compiled again; a corrupt file loads as nothing, with torch's warning). Dynamo still traces every graph: at 1150
+    frames on an H200 the first step's one-off cost is then ~38 s, as on a warm machine (docs/BENCH.md run 31).
+    None: no file. Under torchrun each rank has its own file, path.rank<r> (their attention graphs differ)."""
+    if path is not None and torch.distributed.is_initialized():
+        path = f"{path}.rank{torch.distributed.get_rank()}"
     if path is not None and os.path.exists(path):
         with open(path, "rb") as f:
             torch.compiler.load_cache_artifacts(f.read())

@@ -421,7 +421,8 @@ def parse_args(argv=None):
       "under torchrun)")
     a("--compile", action="store_true", help="torch.compile the UNet's per-frame layers and the clip-parallel "
       "arithmetic between communication stages: faster UNet forwards on a GPU after a one-off compile at the first "
-      "step (see docs/BENCH.md; not with --emulate or --plain)")
+      "step, which with an empty cache costs more than 30 steps save (1150 frames, one H200; later runs reuse it, see "
+      "docs/usage.md; not with --emulate or --plain)")
     a("--compile-cache", metavar="PATH", help="with --compile: load the compiled graphs and kernels from PATH if it "
       "exists (torch.compiler's portable cache artifacts) and save them all there after a successful run. Copy the "
       "file to a machine with the same torch and GPU kind: its first step then loads them instead of compiling "
@@ -773,13 +774,10 @@ def run(args):
             writer.put(video)
         return video, latents, t_denoised, t_decoded, writer.close()
 
-    cache = args.compile_cache  # None, or under torchrun one file per rank: their attention graphs differ
-    if cache and real:
-        cache = f"{cache}.rank{torch.distributed.get_rank()}"
     done = False
     try:
         try:
-            with fast.compile_cache(cache), parallel_temporal_layers(parts["unet"], scope), \
+            with fast.compile_cache(args.compile_cache), parallel_temporal_layers(parts["unet"], scope), \
                     fast.accelerate(parts["unet"], compile=args.compile) if speed else nullcontext():
                 if real:
                     comm = DistComm()

@@ -11,7 +11,7 @@ import random
 import shutil
 import subprocess
 import sys
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import imageio.v3 as iio
 import numpy as np
@@ -1044,6 +1044,30 @@ def test_sample_writes_mp4_and_sidecar(fake_checkpoint, tmp_path):
     assert sorted(os.listdir(tmp_path / "sub")) == ["video.json", "video.latents.safetensors", "video.mp4"]
 
 
+def test_sample_compile_cache_holds_the_run(fake_checkpoint, tmp_path, monkeypatch):
+    """sample.py --compile --compile-cache PATH: fast.compile_cache(PATH) is entered before the layers compile and left
+    once the clip is encoded, where it saves (its own test carries real artifacts between two processes with empty
+    caches, and a failed block saves nothing). The compile is stubbed: Inductor takes minutes on a small CPU."""
+    events, path = [], str(tmp_path / "compiled.bin")
+
+    @contextmanager
+    def compile_cache(p):
+        events.append(("load", p))
+        yield
+        events.append(("save", p, [f for _, _, files in os.walk(tmp_path / "out") for f in files]))
+
+    @contextmanager
+    def accelerate(unet, compile=False):
+        events.append(("accelerate", compile))
+        yield unet
+    monkeypatch.setattr(fast, "compile_cache", compile_cache)
+    monkeypatch.setattr(fast, "accelerate", accelerate)
+    out = tmp_path / "out" / "video.mp4"
+    assert sample.main(sample_args(fake_checkpoint, out, "--compile", "--compile-cache", path)) == 0
+    assert events == [("load", path), ("accelerate", True), ("save", path, [sample.segment_name(0)])]  # encoded
+    assert out.exists()
+
+
 def moving_gradient(frames, height=64, width=64):
     """uint8 (T, H, W, 3) frames with real content for the codec: two smooth waves and a blob, all moving."""
     t, y, x = np.meshgrid(np.arange(frames), np.arange(height), np.arange(width), indexing="ij")
@@ -1809,10 +1833,11 @@ def test_bench_e2e_under_torchrun(fake_checkpoint, tmp_path, monkeypatch):
     assert not [f for f in os.listdir(tmp_path / "tmp") if f.startswith("bench_e2e")]  # (torch's caches stay)
 
 
-def test_compile_cache_carries_inductor_work_to_a_cold_machine(tmp_path, capsys):
-    """fast.compile_cache (bench.py --compile-cache): a run with an empty Inductor cache saves the artifacts, a failed
-    run writes no file, and a second process with another empty cache (a fresh machine) loads them: Inductor's graph
-    cache hits instead of compiling. A one-line function, so Inductor's C++ compile takes seconds on a CPU."""
+def test_compile_cache_carries_inductor_work_to_a_cold_machine(tmp_path, capsys, monkeypatch):
+    """fast.compile_cache (--compile-cache of sample.py and bench.py): a run with an empty Inductor cache saves the
+    artifacts, a failed run writes no file, and a second process with another empty cache (a fresh machine) loads
+    them: Inductor's graph cache hits instead of compiling. A one-line function, so Inductor's C++ compile takes
+    seconds on a CPU. Under torchrun each rank has a file of its own."""
     import bench
     script = ("import sys, torch, fast\n"
               "from torch._dynamo.utils import counters\n"
@@ -1834,6 +1859,15 @@ def test_compile_cache_carries_inductor_work_to_a_cold_machine(tmp_path, capsys)
     assert not cache.exists()
     assert run("a") == ["0", "1"] and cache.stat().st_size > 0  # compiled: a miss
     assert run("b") == ["1", "0"]  # another empty cache, the file loaded: a hit
+    torch.distributed.init_process_group("gloo", store=torch.distributed.FileStore(str(tmp_path / "store"), 1),
+                                         rank=0, world_size=1)
+    try:  # a rank of torchrun's
+        monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: (b"rank 0's artifacts", None))
+        with fast.compile_cache(cache):
+            pass
+    finally:
+        torch.distributed.destroy_process_group()
+    assert (tmp_path / "compiled.bin.rank0").read_bytes() == b"rank 0's artifacts"
     with pytest.raises(SystemExit):
         bench.parse_args(["--smoke", "--compile-cache", str(cache)])
     assert "--compile-cache needs --compile" in capsys.readouterr().err
