@@ -20,6 +20,7 @@ same numbers (tests: equal to 1e-12 in float64) with fewer, larger kernels:
 import functools
 import math
 import os
+import pathlib
 import warnings
 from contextlib import ExitStack, contextmanager
 from types import SimpleNamespace
@@ -376,16 +377,13 @@ def compile_cache(path):
     if path is None:
         return
     from sample import write_atomically  # a Ctrl-C never leaves half a file
-
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            f.write(artifacts[0])
     try:  # only a speed-up: a run whose cache cannot be saved still ends well
         artifacts = torch.compiler.save_cache_artifacts()  # None: nothing was compiled
         if artifacts is not None:
-            write_atomically(path, write)
+            write_atomically(path, lambda tmp: pathlib.Path(tmp).write_bytes(artifacts[0]))
     except Exception as e:
-        warnings.warn(f"the compile cache could not be saved to {path!r}: {type(e).__name__}: {e}")
+        warnings.warn(f"compiled kernels not saved to {path!r} ({type(e).__name__}: {e}): the next run compiles them "
+                      "again")
 
 
 def compile_stats():

@@ -1837,7 +1837,7 @@ def test_compile_cache_carries_inductor_work_to_a_cold_machine(tmp_path, capsys,
     """fast.compile_cache (--compile-cache of sample.py and bench.py): a run with an empty Inductor cache saves the
     artifacts, a failed run writes no file, and a second process with another empty cache (a fresh machine) loads
     them: Inductor's graph cache hits instead of compiling. A one-line function, so Inductor's C++ compile takes
-    seconds on a CPU. Under torchrun each rank has a file of its own."""
+    seconds on a CPU. Under torchrun each rank has a file of its own; a file that cannot be written is a warning."""
     import bench
     script = ("import sys, torch, fast\n"
               "from torch._dynamo.utils import counters\n"
@@ -1868,6 +1868,9 @@ def test_compile_cache_carries_inductor_work_to_a_cold_machine(tmp_path, capsys,
     finally:
         torch.distributed.destroy_process_group()
     assert (tmp_path / "compiled.bin.rank0").read_bytes() == b"rank 0's artifacts"
+    with pytest.warns(UserWarning, match="the next run compiles them again"):  # a cache that cannot be saved:
+        with fast.compile_cache(str(tmp_path / "gone" / "compiled.bin")):  # the run still ends well
+            pass
     with pytest.raises(SystemExit):
         bench.parse_args(["--smoke", "--compile-cache", str(cache)])
     assert "--compile-cache needs --compile" in capsys.readouterr().err
