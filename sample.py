@@ -34,6 +34,7 @@ import fast
 import model
 from clip_parallel import DistComm, clip_forward, init_distributed, parallel_temporal_layers, run_ranks
 from dual_scope import DualScope, split_frames
+from simulate import check_writable
 
 log = logging.getLogger("sample")
 
@@ -449,6 +450,7 @@ def parse_args(argv=None):
         args.checkpoint = os.path.join(TINY_DIR, "tiny_vc2.safetensors")
         args.model_config = os.path.join(TINY_DIR, "config.json")
     check_args(args)
+    check_writable(p, "--compile-cache", args.compile_cache)  # found out now, not after the run
     return args
 
 
@@ -509,11 +511,6 @@ def check_args(args):
     need(not (args.compile and args.emulate), "--compile does not combine with --emulate (emulated ranks are threads)")
     need(not (args.compile and args.plain), "--compile does not combine with --plain (it compiles the fast forms)")
     need(args.compile or not args.compile_cache, "--compile-cache needs --compile")
-    if args.compile_cache:  # found out now, not after the run
-        need(not os.path.isdir(args.compile_cache), f"--compile-cache {args.compile_cache!r} is a folder; expected "
-             "the path of a file")
-        need(os.path.isdir(os.path.dirname(os.path.abspath(args.compile_cache))), f"--compile-cache "
-             f"{args.compile_cache!r}: its folder does not exist")
     need(not (args.emulate and "WORLD_SIZE" in os.environ), "--emulate does not combine with torchrun (every "
          "process would run all the emulated ranks and write the same files)")
     need(1 <= args.steps <= 1000, f"--steps must be in 1..1000, got {args.steps}")
