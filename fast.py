@@ -176,8 +176,13 @@ def compile_any_length(fn, backend, dims):
     each new clip length compiled every graph again (bench.py on an H200: ~140 s per n; shared, 38-54 s for a further
     n, docs/BENCH.md run 29), and torch's automatic dynamic shapes compiled the per-frame layers a second time, at
     the second length. Only the count of frames is symbolic: the kernels keep their static per-frame sizes and index
-    arithmetic (a clip of one frame compiles apart: a size 1 is always specialised)."""
+    arithmetic (a clip of one frame compiles apart: a size 1 is always specialised). dims None: every shape static,
+    for a process that runs one clip length (sample.py): Dynamo traces it in about half the time (no symbolic
+    shape arithmetic). sample.py at 1150 frames on an H200: first step 138 -> 120 s cold, 40 -> 28 s warm, each
+    further step +1 % (docs/BENCH.md run 34)."""
     compiled_fn = torch.compile(fn, backend=backend, dynamic=False)
+    if dims is None:
+        return compiled_fn
 
     @functools.wraps(compiled_fn)
     def call(*args):
@@ -194,11 +199,12 @@ FRAMES_DIMS = dict(group_moments=(2,), normalize_tokens=(2,), normalize_silu=(2,
 
 
 @functools.lru_cache(maxsize=None)
-def compiled(backend):
-    """EAGER's functions compiled with static shapes but the clip length: one specialised kernel per layer shape (a few
-    per UNet level). The attention stays static in the clip length too: its masks' structure depends on it."""
-    return SimpleNamespace(**{name: compile_any_length(fn, backend, FRAMES_DIMS[name]) if name in FRAMES_DIMS else
-                              torch.compile(fn, backend=backend, dynamic=False) for name, fn in vars(EAGER).items()})
+def compiled(backend, any_length=True):
+    """EAGER's functions compiled with static shapes but the clip length (any_length=False: that too): one
+    specialised kernel per layer shape (a few per UNet level). The attention stays static in the clip length either
+    way: its masks' structure depends on it."""
+    return SimpleNamespace(**{name: compile_any_length(fn, backend, FRAMES_DIMS.get(name) if any_length else None)
+                              for name, fn in vars(EAGER).items()})
 
 
 def video_scale_shift(x, norm, ops, bias=None):
@@ -296,13 +302,13 @@ def temporal_transformer_forward(tt, ops, x):
 # applying it
 
 
-def compile_frame_layers(unet, backend):
+def compile_frame_layers(unet, backend, any_length=True):
     """torch.compile the layers that see one frame (or token) at a time; returns the undo list. They hold no
     communication, so they compile to whole graphs: Inductor fuses GroupNorm + SiLU, the embedding add, LayerNorms,
     GEGLU's gelu * x and the residual adds (separate memory-bound kernels in eager mode), and every 2D conv reads and
     writes channels-last memory (with COMPILER_SETTINGS, which accelerate holds while they compile)."""
-    frames = functools.partial(compile_any_length, backend=backend, dims=(0, 0))  # ((b t), ...) inputs
-    tokens = functools.partial(compile_any_length, backend=backend, dims=(1,))  # ((b h w), t, c) tokens
+    frames = functools.partial(compile_any_length, backend=backend, dims=(0, 0) if any_length else None)  # ((b t), ...)
+    tokens = functools.partial(compile_any_length, backend=backend, dims=(1,) if any_length else None)  # ((b h w), t, c)
     undo = []
     for m in unet.modules():
         if isinstance(m, model.ResBlock):
@@ -336,11 +342,12 @@ COMPILER_SETTINGS = (
 
 
 @contextmanager
-def accelerate(unet, compile=False, backend="inductor"):
+def accelerate(unet, compile=False, backend="inductor", any_length=True):
     """Swap the plain clip-parallel forms in `unet` (inside clip_parallel.parallel_temporal_layers) for the fast ones,
-    with compile=True compiled, the per-frame layers too; restore everything on exit."""
-    ops = compiled(backend) if compile else EAGER
-    undo = compile_frame_layers(unet, backend) if compile else []
+    with compile=True compiled, the per-frame layers too; restore everything on exit. any_length=False: the compiled
+    graphs are specialised to the first clip length they see (for a process that runs one, as sample.py)."""
+    ops = compiled(backend, any_length) if compile else EAGER
+    undo = compile_frame_layers(unet, backend, any_length) if compile else []
     for m in list(unet.modules()):
         if isinstance(m, model.ResBlock) and isinstance(getattr(m.temopral_conv, "conv1", None), ClipTemporalConv):
             undo.append(swap(m, "temopral_conv", FastTemporalConvBlock(m.temopral_conv, ops)))

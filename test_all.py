@@ -145,19 +145,20 @@ def test_accelerate_compile_wiring(tiny_unet):
 def test_compile_graphs_per_layer_shape_and_not_per_clip_length():
     """fast.accelerate(compile=True) compiles one graph per layer shape, not per layer (ResBlocks of one shape share
     theirs), and a new clip length compiles the attention's graphs only (static in the clip length, its masks'
-    structure depends on it): every other graph is symbolic in the frames and serves both. Both lengths equal the plain
-    clip-parallel forms. Backend "eager": dynamo's capture, which decides the graphs, without code generation."""
+    structure depends on it): every other graph is symbolic in the frames and serves both. With any_length=False
+    (sample.py) each length compiles all its graphs. Both lengths, both ways, equal the plain clip-parallel forms.
+    Backend "eager": dynamo's capture, which decides the graphs, without code generation."""
     unet = simulate.randomize(model.UNet(**dict(simulate.TINY_UNET, channel_mult=[1, 2])).eval(), 0).double()
     scope = DualScope(local_window=2, global_frames=3)
     comm = clip_parallel.EmulatedComm(clip_parallel.EmulatedGroup(1), 0)
     g = torch.Generator().manual_seed(0)
 
-    def run(frames, speed):
+    def run(frames, speed, any_length=True):
         x = torch.randn(2, 4, frames, 8, 8, generator=g, dtype=torch.float64)
         ctx = torch.randn(2, 77, simulate.TINY_UNET["context_dim"], generator=g, dtype=torch.float64)
         t = torch.full((2,), 901)
-        with clip_parallel.parallel_temporal_layers(unet, scope), \
-                fast.accelerate(unet, compile=True, backend="eager") if speed else nullcontext():
+        forms = fast.accelerate(unet, compile=True, backend="eager", any_length=any_length) if speed else nullcontext()
+        with clip_parallel.parallel_temporal_layers(unet, scope), forms:
             return clip_parallel.clip_forward(unet, comm, frames, x, t, ctx, 24)
 
     def entries(fn):  # graphs dynamo holds for fn's code
@@ -181,6 +182,13 @@ def test_compile_graphs_per_layer_shape_and_not_per_clip_length():
         assert graphs4 - graphs_before > 4 * attention_graphs
         stats = fast.compile_stats()  # what bench.py reports: the same count, and where the seconds went
         assert stats["graphs"] == graphs() and stats["seconds"]["entire_frame_compile"] > 0
+        torch._dynamo.reset()  # any_length=False (sample.py: one clip length a process): each length its own graphs
+        before = graphs()
+        g.manual_seed(0)
+        for frames, out in ((4, out4), (6, out6)):
+            assert rel_err(run(frames, speed=True, any_length=False), out) <= 1e-12
+            assert entries(model.ResBlock.frame_layers) == resblock_graphs * (frames // 2 - 1)
+        assert graphs() - before == 2 * (graphs4 - graphs_before)
         g.manual_seed(0)
         for frames, out in ((4, out4), (6, out6)):
             assert rel_err(out, run(frames, speed=False)) <= 1e-12
@@ -1057,14 +1065,15 @@ def test_sample_compile_cache_holds_the_run(fake_checkpoint, tmp_path, monkeypat
         events.append(("save", p, [f for _, _, files in os.walk(tmp_path / "out") for f in files]))
 
     @contextmanager
-    def accelerate(unet, compile=False):
-        events.append(("accelerate", compile))
+    def accelerate(unet, compile=False, any_length=True):
+        events.append(("accelerate", compile, any_length))
         yield unet
     monkeypatch.setattr(fast, "compile_cache", compile_cache)
     monkeypatch.setattr(fast, "accelerate", accelerate)
     out = tmp_path / "out" / "video.mp4"
     assert sample.main(sample_args(fake_checkpoint, out, "--compile", "--compile-cache", path)) == 0
-    assert events == [("load", path), ("accelerate", True), ("save", path, [sample.segment_name(0)])]  # encoded
+    # one clip length in this process: graphs specialised to it
+    assert events == [("load", path), ("accelerate", True, False), ("save", path, [sample.segment_name(0)])]
     assert out.exists()
 
 
