@@ -6,8 +6,9 @@
 #   bash docs/bench/next/run_x2.sh b    # n = 128 and 288 per GPU (no check: part a checked)
 #   bash docs/bench/next/run_x2.sh c    # n = 1024 per GPU (one GPU alone: 4243 ms, 63.8 GiB, 258 s of bench, run 24)
 #   bash docs/bench/next/run_x2.sh d    # 2300 frames, 30 steps, prompt to mp4; carry [".whl"] (imageio-ffmpeg wheel)
-#       (issue 19's headline video; ~312 s with an empty compile cache: one rank alone in run 31, 1150 frames, took
-#       148 s for the first step, then 4.91 s a step, then 8.5 s to decode and 7.3 s more to write random noise)
+#       (issue 19's headline video; ~290 s with an empty compile cache: one rank alone in runs 34-35, 1150 frames,
+#       took 115-120 s for the first step, then 5.07-5.10 s a step, then 8.5 s to decode and 6-7 s more to write
+#       random noise)
 #   (.whl is git-ignored; if missing: python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12
 #    --implementation cp --platform manylinux2014_x86_64 -d .whl imageio-ffmpeg==0.6.0; the ranks' mp4 segments are
 #    joined with ffmpeg's setts filter, which 0.5.1's ffmpeg 4.2 lacks)
