@@ -209,8 +209,8 @@ def test_unet_fps_int_equals_tensor(tiny_unet):
 @pytest.mark.parametrize("frame_layout", [(0, 2, 1, 3, 4), (0, 2, 3, 4, 1)])  # per frame: (c, h, w), (h, w, c)
 def test_temporal_transformer_keeps_the_frames_layout(frame_layout):
     """Its output has its input's memory layout, so the fold back to frames after it is a view, not a copy of the
-    activations (13.8 ms at 128 frames per GPU on an H200): the two layouts the UNet gives it, frames-major
-    with each frame channels-first (eager) or channels-last (compiled convs)."""
+    activations (13.8 ms at 128 frames per GPU on an H200), for either layout of a frame in frames-major memory:
+    channels-first, or channels-last (as a SpatialTransformer's output is, its sum taking its token view's layout)."""
     torch.manual_seed(0)
     tt = model.TemporalTransformer(64, 2, 32).eval()
     shape = (2, 64, 5, 3, 4)  # (b, c, t, h, w), allocated in the memory order frame_layout
