@@ -12,7 +12,8 @@ same numbers (tests: equal to 1e-12 in float64) with fewer, larger kernels:
                       cost linear in the clip length, few large scaled_dot_product_attention calls
   compile             torch.compile of the arithmetic between two communication stages and of every layer that sees
                       one frame at a time, static shapes but the clip length (one graph per layer shape serves every
-                      n), under COMPILER_SETTINGS; CUDA graphs (GraphedClipForward) for launch-bound sizes
+                      n; sample.py, one n a process: that static too), under COMPILER_SETTINGS; CUDA graphs
+                      (GraphedClipForward) for launch-bound sizes
 
     with clip_parallel.parallel_temporal_layers(unet, scope), fast.accelerate(unet, compile=True):
         clip_parallel.clip_forward(unet, comm, frames, x, timesteps, context, fps)
@@ -307,8 +308,9 @@ def compile_frame_layers(unet, backend, any_length=True):
     communication, so they compile to whole graphs: Inductor fuses GroupNorm + SiLU, the embedding add, LayerNorms,
     GEGLU's gelu * x and the residual adds (separate memory-bound kernels in eager mode), and every 2D conv reads and
     writes channels-last memory (with COMPILER_SETTINGS, which accelerate holds while they compile)."""
-    frames = functools.partial(compile_any_length, backend=backend, dims=(0, 0) if any_length else None)  # ((b t), ...)
-    tokens = functools.partial(compile_any_length, backend=backend, dims=(1,) if any_length else None)  # ((b h w), t, c)
+    def compile_frames(dims):  # dims: the frames dimension of each argument, symbolic if any_length
+        return functools.partial(compile_any_length, backend=backend, dims=dims if any_length else None)
+    frames, tokens = compile_frames((0, 0)), compile_frames((1,))  # ((b t), ...) inputs; ((b h w), t, c) tokens
     undo = []
     for m in unet.modules():
         if isinstance(m, model.ResBlock):
@@ -373,7 +375,8 @@ def compile_cache(path):
     before the block, if it exists, and all of them saved to it after the block, if it succeeds: a machine that never
     compiled these graphs loads them instead of generating them (same torch, same GPU kind; otherwise they are
     compiled again; a corrupt file loads as nothing, with torch's warning). Dynamo still traces every graph: at 1150
-    frames on an H200 the first step's one-off cost is then ~38 s, as on a warm machine (docs/BENCH.md run 31).
+    frames on an H200 the first step's one-off cost is then ~27 s, ~4 s more than on a warm machine (docs/BENCH.md
+    run 35).
     None: no file. Under torchrun each rank has its own file, path.rank<r> (their attention graphs differ)."""
     if path is not None and torch.distributed.is_initialized():
         path = f"{path}.rank{torch.distributed.get_rank()}"

@@ -55,5 +55,5 @@ fast.compile_any_length = by_size  # compile_frame_layers reads it at call time
 fast.compiled = lambda backend, any_length=True: SimpleNamespace(**{
     name: by_size(fn, backend, fast.FRAMES_DIMS.get(name) if any_length else None)
     for name, fn in vars(fast.EAGER).items()})
-res = bench.main(argv)
+bench.main(argv)
 print("probe_sizes: MIN_PIXELS", MIN_PIXELS, "graphs", fast.compile_stats().get("graphs"))
