@@ -124,7 +124,9 @@ class SpatialTransformer(nn.Module):
         y = self.proj_in(self.norm(x).flatten(2).transpose(1, 2))  # ((b t), (h w), c)
         for block in self.transformer_blocks:
             y = block(y, context)
-        return self.proj_out(y).transpose(1, 2).reshape(bt, c, h, w) + x
+        # x + ..., not ... + x: the sum takes x's memory layout (NCHW), not the token view's (channels-last), so the
+        # frames stay frames-major for the temporal layers that read them next
+        return x + self.proj_out(y).transpose(1, 2).reshape(bt, c, h, w)
 
 
 class TemporalTransformer(nn.Module):

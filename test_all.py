@@ -210,7 +210,7 @@ def test_unet_fps_int_equals_tensor(tiny_unet):
 def test_temporal_transformer_keeps_the_frames_layout(frame_layout):
     """Its output has its input's memory layout, so the fold back to frames after it is a view, not a copy of the
     activations (13.8 ms at 128 frames per GPU on an H200), for either layout of a frame in frames-major memory:
-    channels-first, or channels-last (as a SpatialTransformer's output is, its sum taking its token view's layout)."""
+    channels-first (the UNet's frames), or channels-last (as a compiled per-frame layer may hand on)."""
     torch.manual_seed(0)
     tt = model.TemporalTransformer(64, 2, 32).eval()
     shape = (2, 64, 5, 3, 4)  # (b, c, t, h, w), allocated in the memory order frame_layout
@@ -220,6 +220,35 @@ def test_temporal_transformer_keeps_the_frames_layout(frame_layout):
     assert out.shape == x.shape and out.stride() == x.stride()
     assert model.fold(out).data_ptr() == out.data_ptr() and model.fold(out).is_contiguous(
         memory_format=torch.channels_last if frame_layout[-1] == 1 else torch.contiguous_format)
+
+
+def test_unet_keeps_the_frames_channels_first(tiny_unet):
+    """Between the UNet's layers every frame stays channels-first, (c, h, w) contiguous, so the temporal layers get
+    frames-major memory (b, t, c, h, w) and their folds are views: the plain forward and the fast forms alike. A
+    SpatialTransformer returning ... + x instead of x + ... would hand every later layer channels-last frames (its
+    token view's layout), and F.group_norm on a GPU, the fast temporal forms' views and the residual adds would copy
+    or read across the layout."""
+    c = fixture_tensors("unet_tiny_cases.safetensors", unet_cases()[0] + ".")
+    layouts = []
+
+    def record(m, args, out):
+        layouts.append((type(m).__name__, out.dim() == 4 and out.is_contiguous() or
+                        out.dim() == 5 and out.transpose(1, 2).is_contiguous()))
+    kinds = (model.ResBlock, model.SpatialTransformer, model.TemporalTransformer, model.Downsample, model.Upsample)
+    hooks = [m.register_forward_hook(record) for m in tiny_unet.modules() if isinstance(m, kinds)]
+    comm = clip_parallel.EmulatedComm(clip_parallel.EmulatedGroup(1), 0)
+    try:
+        with torch.no_grad():
+            tiny_unet(c["x"], c["timesteps"], c["context"], c["fps"])
+            plain = list(layouts)
+            with clip_parallel.parallel_temporal_layers(tiny_unet, DualScope()), fast.accelerate(tiny_unet):
+                clip_parallel.clip_forward(tiny_unet, comm, c["x"].shape[2], c["x"], c["timesteps"], c["context"],
+                                           c["fps"])
+    finally:
+        for h in hooks:
+            h.remove()
+    assert {kind for kind, _ in plain} == {k.__name__ for k in kinds} and layouts == plain + plain
+    assert all(ok for _, ok in layouts)
 
 
 def manifest_shapes(prefix):

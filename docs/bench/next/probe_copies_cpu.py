@@ -4,8 +4,8 @@ cat and pad of one forward, by the line of this repository that made it, in elem
     python docs/bench/next/probe_copies_cpu.py 8        # VC2's UNet, bf16, random weights, 320x512, 8 frames (~1 min)
 
 Each copy is a read and a write of its elements on the GPU, so the table ranks the memory traffic that is layout and
-not arithmetic (probe_copies.py ranks the compiled forward's eager copies on a GPU, by their GPU time) (2026-12-02, 8 frames: 1340 M elements a forward, the level-1 activation being 13 M; with
-levers/6-frames-channels-first.patch 1219 M: normalize's transpose in fast.py, written for a view, is then one).
+not arithmetic (probe_copies.py ranks the compiled forward's eager copies on a GPU, by their GPU time) (2026-12-02, 8 frames: 1219 M elements a forward, the level-1 activation being 13 M; 1340 M
+before run 37 kept the frames channels-first, when fast.normalize's transpose, written for a view, was a copy).
 """
 import collections
 import os
