@@ -10,6 +10,9 @@ same numbers (tests: equal to 1e-12 in float64) with fewer, larger kernels:
                       the normalisation as one pass writing the layout the next layer reads (SiLU fused, or tokens)
   temporal attention  queries in blocks of B frames, each with its band of B + 2w local keys plus the global keys:
                       cost linear in the clip length, few large scaled_dot_product_attention calls
+  per-frame layers    without compile, channels-last inside each ResBlock and SpatialTransformer (cuDNN's convs take
+                      NHWC frames without transposes); their GroupNorms, SiLUs, bias adds and residuals as two Triton
+                      kernels that read one layout and write the other
   compile             torch.compile of the arithmetic between two communication stages and of every layer that sees
                       one frame at a time, static shapes but the clip length (one graph per layer shape serves every
                       n; sample.py, one n a process: that static too), under COMPILER_SETTINGS; CUDA graphs
@@ -300,6 +303,200 @@ def temporal_transformer_forward(tt, ops, x):
 
 
 # -----------------------------------------------------------------------------
+# the per-frame layers without compile: channels-last between a ResBlock's or SpatialTransformer's input and output
+#
+# cuDNN's 2D convs are NHWC kernels: on NCHW frames each call transposes its input, weight and output around them (and
+# adds the bias in a pass of its own). Eagerly, F.group_norm keeps no channels-last layout (on CUDA it copies such an
+# input to NCHW), so these forms normalise with two kernels of their own, which read any layout and write the one the
+# next layer wants: the frames enter and leave channels-first (the temporal layers read them frames-major), and in
+# between they are channels-last. On a CPU (or without Triton) the same arithmetic runs as PyTorch ops.
+
+try:  # Triton comes with PyTorch's CUDA builds; tests run its kernels on a CPU under TRITON_INTERPRET=1
+    import triton
+    import triton.language as tl
+except ImportError:
+    triton = None
+BLOCK = 64  # a kernel's tile: BLOCK pixels x BLOCK channels of one frame
+
+
+def use_kernels(x):
+    return triton is not None and (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")
+
+
+if triton is not None:
+    @triton.jit
+    def channel_moments_kernel(x, mean, m2, C, HW, sx_n, sx_c, sx_hw, BLOCK: tl.constexpr):
+        # the float32 mean and M2 of BLOCK channels of frame n over its HW pixels, a tile of BLOCK pixels at a time,
+        # each tile's around its own mean (no cancellation), combined as they come (Chan et al.)
+        n = tl.program_id(0).to(tl.int64)
+        c = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        mu, m2_c = tl.zeros([BLOCK], tl.float32), tl.zeros([BLOCK], tl.float32)
+        for start in range(0, HW, BLOCK):
+            hw = start + tl.arange(0, BLOCK)[:, None]
+            inside = (hw < HW) & (c[None, :] < C)
+            v = tl.load(x + n * sx_n + c[None, :] * sx_c + hw * sx_hw, mask=inside, other=0.0).to(tl.float32)
+            k, seen = tl.minimum(HW - start, BLOCK) * 1.0, start * 1.0  # this tile's pixels, the earlier tiles'
+            tile_mu = tl.sum(v, 0) / k
+            d = tl.where(inside, v - tile_mu[None, :], 0.0)
+            delta = tile_mu - mu
+            mu += delta * k / (seen + k)
+            m2_c += tl.sum(d * d, 0) + delta * delta * seen * k / (seen + k)
+        tl.store(mean + n * C + c, mu, mask=c < C)
+        tl.store(m2 + n * C + c, m2_c, mask=c < C)
+
+    @triton.jit
+    def frame_pass_kernel(x, mean, m2, pre, weight, bias, res, out, C, HW, GROUP, eps, sx_n, sx_c, sx_hw, sr_n, sr_c,
+                          sr_hw, so_n, so_c, so_hw, NORM: tl.constexpr, PRE: tl.constexpr, SILU: tl.constexpr,
+                          RESIDUAL: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr):
+        # out = silu?(x * scale + shift) + res? over ROWS pixels x BLOCK channels of frame n, float32, one rounding;
+        # each tensor in its own layout (a tile is loaded and stored along its contiguous side).
+        # NORM: (scale, shift) the GroupNorm (weight, bias, eps; GROUP channels a group) of x + pre (pre (N, C): a
+        # constant per channel, not yet added to x), from the channels' moments (mean, m2 (N, C): HW pixels each).
+        # Else scale 1, shift bias (a residual add with the bias of the layer before)
+        n = tl.program_id(0).to(tl.int64)
+        c = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        on = c < C
+        if NORM:
+            first = c // GROUP * GROUP  # the group's first channel
+            g_mu = tl.zeros([BLOCK], tl.float32)
+            for j in range(GROUP):  # the group's mean: its channels' (equal counts)
+                g_mu += tl.load(mean + n * C + first + j, mask=on, other=0.0)
+                if PRE:
+                    g_mu += tl.load(pre + n * C + first + j, mask=on, other=0.0)
+            g_mu = g_mu / GROUP
+            g_m2 = tl.zeros([BLOCK], tl.float32)
+            for j in range(GROUP):  # its M2: the channels' M2s and their means' spread
+                d = tl.load(mean + n * C + first + j, mask=on, other=0.0) - g_mu
+                if PRE:
+                    d += tl.load(pre + n * C + first + j, mask=on, other=0.0)
+                g_m2 += tl.load(m2 + n * C + first + j, mask=on, other=0.0) + HW * d * d
+            scale = tl.rsqrt(g_m2 / (HW * GROUP) + eps) * tl.load(weight + c, mask=on, other=0.0).to(tl.float32)
+            shift = tl.load(bias + c, mask=on, other=0.0).to(tl.float32) - g_mu * scale
+            if PRE:
+                shift += tl.load(pre + n * C + c, mask=on, other=0.0) * scale
+        else:
+            scale = tl.full([BLOCK], 1.0, tl.float32)
+            shift = tl.load(bias + c, mask=on, other=0.0).to(tl.float32)
+        for start in range(tl.program_id(2) * ROWS, tl.minimum(HW, (tl.program_id(2) + 1) * ROWS), BLOCK):
+            hw = start + tl.arange(0, BLOCK)[:, None]
+            inside = (hw < HW) & on[None, :]
+            y = tl.load(x + n * sx_n + c[None, :] * sx_c + hw * sx_hw, mask=inside, other=0.0).to(tl.float32)
+            y = y * scale[None, :] + shift[None, :]
+            if SILU:
+                y = y * tl.sigmoid(y)
+            if RESIDUAL:
+                y += tl.load(res + n * sr_n + c[None, :] * sr_c + hw * sr_hw, mask=inside, other=0.0).to(tl.float32)
+            tl.store(out + n * so_n + c[None, :] * so_c + hw * so_hw, y.to(out.dtype.element_ty), mask=inside)
+
+    @triton.jit
+    def geglu_kernel(h, out, N, BLOCK: tl.constexpr):
+        # GEGLU's x * gelu(gate) (erf form) of one row of h = [x | gate] (rows, 2N) -> (rows, N), one pass
+        r = tl.program_id(0).to(tl.int64)
+        j = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        a = tl.load(h + r * 2 * N + j, mask=j < N, other=0.0).to(tl.float32)
+        g = tl.load(h + r * 2 * N + N + j, mask=j < N, other=0.0).to(tl.float32)
+        y = a * 0.5 * g * (1.0 + tl.math.erf(g * 0.7071067811865476))
+        tl.store(out + r * N + j, y.to(out.dtype.element_ty), mask=j < N)
+
+
+ROWS = 512  # the pixels of one frame_pass_kernel program: its group statistics computed once for ROWS x BLOCK
+
+
+def channel_moments(x):
+    """x (N, C, H, W), any layout -> the mean and M2 of each (frame, channel) over its h w pixels, (N, C) each,
+    float32 (float64 for float64 x)."""
+    xv = x.flatten(2)  # (N, C, (h w)): a view in either layout
+    if not use_kernels(x):
+        f32 = torch.promote_types(x.dtype, torch.float32)
+        mean = xv.to(f32).mean(2, keepdim=True)
+        return mean[..., 0], (xv - mean).square().sum(2, dtype=f32)
+    (N, C, hw), f32 = xv.shape, torch.float32
+    mean, m2 = torch.empty(N, C, dtype=f32, device=x.device), torch.empty(N, C, dtype=f32, device=x.device)
+    channel_moments_kernel[(N, triton.cdiv(C, BLOCK))](xv, mean, m2, C, hw, *xv.stride(), BLOCK=BLOCK)
+    return mean, m2
+
+
+def frame_pass(x, norm=None, pre=None, silu=False, residual=None, bias=None, channels_last=True):
+    """One pass over x (N, C, H, W), any layout, written channels-last (or channels-first) in x's dtype:
+    silu?(GroupNorm `norm` of x + pre) (pre (N, C): a constant per frame and channel, not yet added to x), or
+    x + bias + residual (bias (C,)). In float32, one rounding."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    if norm is not None:
+        mean, m2 = channel_moments(x)
+    if not use_kernels(x):
+        f32 = torch.promote_types(x.dtype, torch.float32)
+        if norm is None:
+            y = x.to(f32) + bias.to(f32)[:, None, None] + residual.to(f32)
+        else:
+            N, C, g = len(x), x.shape[1], norm.num_groups
+            mean = mean if pre is None else mean + pre.to(f32)  # a channel's constant moves its mean only
+            g_mean = mean.view(N, g, -1).mean(2, keepdim=True)  # every channel has h w pixels: equal weights
+            g_var = (m2.view(N, g, -1).sum(2, keepdim=True) + x[0, 0].numel() * (mean.view(N, g, -1) - g_mean)
+                     .square().sum(2, keepdim=True)) / x[0].numel() * g
+            y = (x.to(f32) + (0 if pre is None else pre.to(f32)[..., None, None])).unflatten(1, (g, -1))
+            y = ((y - g_mean[..., None, None]) * torch.rsqrt(g_var[..., None, None] + norm.eps)).flatten(1, 2)
+            y = y * norm.weight.to(f32)[:, None, None] + norm.bias.to(f32)[:, None, None]
+            y = F.silu(y) if silu else y
+        return y.to(x.dtype).contiguous(memory_format=layout)
+    out = torch.empty_like(x, memory_format=layout)
+    (N, C, hw), r = x.flatten(2).shape, (x if residual is None else residual).flatten(2)
+    if norm is None:
+        mean = m2 = weight = bias = bias.float().contiguous()
+        group, eps = 1, 0.0
+    else:
+        weight, bias, group, eps = norm.weight, norm.bias, C // norm.num_groups, norm.eps
+    frame_pass_kernel[(N, triton.cdiv(C, BLOCK), triton.cdiv(hw, ROWS))](
+        x.flatten(2), mean, m2, mean if pre is None else pre.float().contiguous(), weight, bias, r, out.flatten(2),
+        C, hw, group, eps, *x.flatten(2).stride(), *r.stride(), *out.flatten(2).stride(), NORM=norm is not None,
+        PRE=pre is not None, SILU=silu, RESIDUAL=residual is not None, ROWS=ROWS, BLOCK=BLOCK)
+    return out
+
+
+def geglu_forward(geglu, x):
+    """model.GEGLU.forward with x * gelu(gate) as one pass over its projection (eager, 3 passes: gelu of a strided
+    half, then the product)."""
+    h = geglu.proj(x)
+    if not use_kernels(h):
+        a, gate = h.chunk(2, dim=-1)
+        return a * F.gelu(gate)
+    rows, n = h[..., 0].numel(), h.shape[-1] // 2
+    out = h.new_empty(*h.shape[:-1], n)
+    geglu_kernel[(rows, triton.cdiv(n, 1024))](h.contiguous(), out, n, BLOCK=1024)
+    return out
+
+
+def resblock_frame_layers(block, x, emb):
+    """model.ResBlock.frame_layers, channels-last inside: x ((b t), c, h, w) channels-first -> channels-first. Each
+    conv's bias is folded into the pass after it: conv1's (and the embedding) into the next GroupNorm, conv2's into
+    the residual add, as is the 1x1 skip conv's, which runs as a GEMM on the channels-first x."""
+    norm1, conv1, norm2, conv2 = block.in_layers[0], block.in_layers[2], block.out_layers[0], block.out_layers[3]
+    h = frame_pass(x, norm1, silu=True)  # channels-last from here
+    h = F.conv2d(h, conv1.weight, None, padding=1)
+    f32 = torch.promote_types(x.dtype, torch.float32)
+    pre = block.emb_layers(emb).to(f32) + conv1.bias.to(f32)  # ((b t), c_out): per frame and channel
+    h = F.conv2d(frame_pass(h, norm2, pre, silu=True), conv2.weight, None, padding=1)
+    skip, bias = x, conv2.bias.to(f32)
+    if isinstance(block.skip_connection, nn.Conv2d):  # (c_out, c) @ (c, h w) per frame: channels-first, no copies
+        w = block.skip_connection.weight[:, :, 0, 0]
+        skip = torch.bmm(w.expand(len(x), -1, -1), x.flatten(2)).view(len(x), -1, *x.shape[2:])
+        bias = bias + block.skip_connection.bias.to(f32)
+    return frame_pass(h, residual=skip, bias=bias, channels_last=False)
+
+
+def spatial_transformer_forward(st, x, context):
+    """model.SpatialTransformer.forward, the GroupNorm writing its tokens ((b t), (h w), c) directly (channels-last
+    frames, so proj_in reads a view) and proj_out's bias folded into the residual add: x ((b t), c, h, w)
+    channels-first -> channels-first."""
+    bt, c, h, w = x.shape
+    tokens = frame_pass(x, st.norm)  # channels-last: memory ((b t), h, w, c)
+    y = st.proj_in(tokens.permute(0, 2, 3, 1).reshape(bt, h * w, c))
+    for block in st.transformer_blocks:
+        y = block(y, context)
+    y = F.linear(y, st.proj_out.weight).view(bt, h, w, c).permute(0, 3, 1, 2)  # channels-last frames
+    return frame_pass(y, residual=x, bias=st.proj_out.bias, channels_last=False)
+
+
+# -----------------------------------------------------------------------------
 # applying it
 
 
@@ -359,6 +556,12 @@ def accelerate(unet, compile=False, backend="inductor", any_length=True):
                 undo.append(swap(m, "forward", functools.partial(temporal_transformer_forward, m, ops)))
         elif isinstance(m, ClipAttention):
             undo.append(swap(m, "attention", ops.attention))
+        elif isinstance(m, model.SpatialTransformer) and not compile:
+            undo.append(swap(m, "forward", functools.partial(spatial_transformer_forward, m)))
+        elif isinstance(m, model.GEGLU) and not compile:
+            undo.append(swap(m, "forward", functools.partial(geglu_forward, m)))
+        if isinstance(m, model.ResBlock) and not compile:
+            undo.append(swap(m, "frame_layers", functools.partial(resblock_frame_layers, m)))
     try:
         with ExitStack() as settings:
             for config, values in COMPILER_SETTINGS if compile else ():

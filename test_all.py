@@ -486,6 +486,70 @@ def test_fast_temporal_transformer_equals_plain(frames, ranks):
     assert rel_err(run(full, False), tt(x)) <= 1e-12 and rel_err(run(full, True), tt(x)) <= 1e-12
 
 
+def frame_layer_cases(dtype):  # (name, plain call, fast form call): ResBlocks (each skip), SpatialTransformer, GEGLU
+    g = torch.Generator().manual_seed(0)
+    x, emb, context = (torch.randn(*shape, generator=g).to(dtype) for shape in ((6, 64, 5, 7), (6, 32), (6, 77, 48)))
+    cases = []
+    for c_out in (64, 96):  # identity skip; 1x1 conv skip (96: channel tiles past the end of the kernels' last)
+        res = simulate.randomize(model.ResBlock(64, 32, c_out, temporal=False), c_out).to(dtype).eval()
+        cases.append((f"ResBlock {c_out}", functools.partial(res.frame_layers, x, emb),
+                      functools.partial(fast.resblock_frame_layers, res, x, emb)))
+    st = simulate.randomize(model.SpatialTransformer(64, 2, 32, 48), 1).to(dtype).eval()
+    cases.append(("SpatialTransformer", functools.partial(st, x, context),
+                  functools.partial(fast.spatial_transformer_forward, st, x, context)))
+    geglu = simulate.randomize(model.GEGLU(48, 1100), 2).to(dtype).eval()  # 1100: a partial tile of the kernel's
+    cases.append(("GEGLU", functools.partial(geglu, context), functools.partial(fast.geglu_forward, geglu, context)))
+    return cases
+
+
+def test_fast_frame_layers_equal_plain():
+    """The eager per-frame forms (channels-last inside, the conv biases folded into the passes after them) against
+    model.ResBlock.frame_layers, model.SpatialTransformer.forward and model.GEGLU, float64, their PyTorch arithmetic
+    (a CPU): channels-first out, as in."""
+    with torch.no_grad():
+        for name, plain, quick in frame_layer_cases(torch.float64):
+            a, b = plain(), quick()
+            assert rel_err(b, a) <= 1e-12 and b.is_contiguous(), name
+
+
+FRAME_KERNELS_INTERPRETED = """
+import torch, triton, fast, test_all
+assert fast.use_kernels(torch.zeros(1))
+g = torch.Generator().manual_seed(0)
+for dtype, tol in ((torch.float32, 2e-6), (torch.bfloat16, 2e-2)):
+    for channels_last in (False, True):  # each kernel reading either layout
+        # 70 channels (partial channel tiles), 600 pixels (partial pixel tiles, two row blocks of frame_pass)
+        x, y = (torch.randn(3, 70, 24, 25, generator=g).to(dtype) for _ in range(2))
+        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        norm = torch.nn.GroupNorm(7, 70)
+        torch.nn.init.normal_(norm.weight, 1, 0.1, generator=g), torch.nn.init.normal_(norm.bias, 0, 0.1, generator=g)
+        pre, bias = torch.randn(3, 70, generator=g), torch.randn(70, generator=g)
+        with torch.no_grad():
+            ref = torch.nn.functional.group_norm(x.double() + pre.double()[..., None, None], 7, norm.weight.double(),
+                                                 norm.bias.double(), norm.eps)
+            for got, want, out_last in ((fast.frame_pass(x, norm, pre, silu=True), torch.nn.functional.silu(ref), 1),
+                                        (fast.frame_pass(x, residual=y, bias=bias, channels_last=False),
+                                         x.double() + y.double() + bias.double()[:, None, None], 0)):
+                assert test_all.rel_err(got.double(), want) <= tol, (dtype, channels_last, out_last)
+                assert got.is_contiguous(memory_format=torch.channels_last if out_last else torch.contiguous_format)
+    with torch.no_grad():
+        for name, plain, quick in test_all.frame_layer_cases(dtype):
+            assert test_all.rel_err(quick().double(), plain().double()) <= tol, (dtype, name)
+print("ok")
+"""
+
+
+def test_fast_frame_kernels_interpreted():
+    """fast.py's Triton kernels (a GPU's eager per-frame forms) run on a CPU by Triton's interpreter: the GroupNorm
+    from the channels' moments with its SiLU, the residual add, each with its layout change, against float64 PyTorch,
+    float32 and bfloat16, each layout in and out, partial tiles; then the per-frame forms and GEGLU whole against the
+    plain layers."""
+    pytest.importorskip("triton")
+    run = subprocess.run([sys.executable, "-c", FRAME_KERNELS_INTERPRETED], cwd=HERE, capture_output=True, text=True,
+                         env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=600)
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
+
+
 def test_fast_unet_equals_plain_with_two_query_blocks_per_clip(tiny_unet):
     """The whole UNet, fast forms against plain, on a clip of 66 frames: two query blocks of the banded attention
     (64 + 2), w = 8, k = 16 (the published configuration), float64 (8x16 latents, not 8x8: see dual_scope_case)."""
