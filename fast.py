@@ -12,7 +12,7 @@ same numbers (tests: equal to 1e-12 in float64) with fewer, larger kernels:
                       cost linear in the clip length, few large scaled_dot_product_attention calls
   per-frame layers    without compile, channels-last inside each ResBlock and SpatialTransformer (cuDNN's convs take
                       NHWC frames without transposes); their GroupNorms, SiLUs, bias adds and residuals as two Triton
-                      kernels that read one layout and write the other
+                      kernels that read one layout and write the other; GEGLU's x * gelu(gate) one Triton pass
   compile             torch.compile of the arithmetic between two communication stages and of every layer that sees
                       one frame at a time, static shapes but the clip length (one graph per layer shape serves every
                       n; sample.py, one n a process: that static too), under COMPILER_SETTINGS; CUDA graphs
@@ -431,8 +431,9 @@ def frame_pass(x, norm=None, pre=None, silu=False, residual=None, bias=None, cha
             N, C, g = len(x), x.shape[1], norm.num_groups
             mean = mean if pre is None else mean + pre.to(f32)  # a channel's constant moves its mean only
             g_mean = mean.view(N, g, -1).mean(2, keepdim=True)  # every channel has h w pixels: equal weights
-            g_var = (m2.view(N, g, -1).sum(2, keepdim=True) + x[0, 0].numel() * (mean.view(N, g, -1) - g_mean)
-                     .square().sum(2, keepdim=True)) / x[0].numel() * g
+            hw = x[0, 0].numel()  # the group's M2: its channels' M2s and their means' spread
+            g_var = (m2.view(N, g, -1).sum(2, keepdim=True) + hw * (mean.view(N, g, -1) - g_mean).square()
+                     .sum(2, keepdim=True)) / (hw * (C // g))
             y = (x.to(f32) + (0 if pre is None else pre.to(f32)[..., None, None])).unflatten(1, (g, -1))
             y = ((y - g_mean[..., None, None]) * torch.rsqrt(g_var[..., None, None] + norm.eps)).flatten(1, 2)
             y = y * norm.weight.to(f32)[:, None, None] + norm.bias.to(f32)[:, None, None]
@@ -440,7 +441,7 @@ def frame_pass(x, norm=None, pre=None, silu=False, residual=None, bias=None, cha
         return y.to(x.dtype).contiguous(memory_format=layout)
     out = torch.empty_like(x, memory_format=layout)
     (N, C, hw), r = x.flatten(2).shape, (x if residual is None else residual).flatten(2)
-    if norm is None:
+    if norm is None:  # a residual add: the kernel reads only bias; the statistics' pointers are placeholders
         mean = m2 = weight = bias = bias.float().contiguous()
         group, eps = 1, 0.0
     else:
