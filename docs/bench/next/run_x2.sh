@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The 2-GPU targets of issue 5, prepared for `nvidia-h200-x2` (listed as lent only once, at the end of the sixth
-# session, with no device time left; withheld in the seventh). Four device calls, each under the 600 s limit; x2 time
-# counts in full (30 min a session), so run a first and the rest only if it passes:
+# session, with no device time left; withheld in the seventh and eighth). Five device calls, each under the 600 s
+# limit; x2 time counts in full (30 min a session), so run a first and the rest only if it passes:
 #   bash docs/bench/next/run_x2.sh a    # NCCL equivalence (2 ranks, eager and Inductor), then n = 24 with the check
 #   bash docs/bench/next/run_x2.sh b    # n = 128 and 288 per GPU (no check: part a checked)
 #   bash docs/bench/next/run_x2.sh c    # n = 1024 per GPU (one GPU alone: 4243 ms, 63.8 GiB, 258 s of bench, run 24)
@@ -9,6 +9,8 @@
 #       (issue 19's headline video; ~290 s with an empty compile cache: one rank alone in runs 34-35, 1150 frames,
 #       took 115-120 s for the first step, then 5.07-5.10 s a step, then 8.5 s to decode and 6-7 s more to write
 #       random noise)
+#   bash docs/bench/next/run_x2.sh e    # the same without --compile, the faster run on a machine with an empty
+#       compile cache (one rank alone in run 38: ~230 s, 6.55 s a step, 17 s for the first step with Triton's kernels)
 #   (.whl is git-ignored; if missing: python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12
 #    --implementation cp --platform manylinux2014_x86_64 -d .whl imageio-ffmpeg==0.6.0; the ranks' mp4 segments are
 #    joined with ffmpeg's setts filter, which 0.5.1's ffmpeg 4.2 lacks)
@@ -39,4 +41,9 @@ d)
   export PYTHONPATH=/tmp/site
   timeout 560 torchrun --nproc_per_node 2 bench.py --e2e --compile --frames 2300 --steps 30 \
       --json $OUT/x2_e2e.json 2>&1 | t 40 ;;
+e)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site
+  timeout 560 torchrun --nproc_per_node 2 bench.py --e2e --frames 2300 --steps 30 \
+      --json $OUT/x2_e2e_eager.json 2>&1 | t 40 ;;
 esac
