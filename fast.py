@@ -351,7 +351,8 @@ if triton is not None:
         # out = silu?(x * scale + shift) + res? over ROWS pixels x BLOCK channels of frame n, float32, one rounding;
         # each tensor in its own layout (a tile is loaded and stored along its contiguous side).
         # NORM: (scale, shift) the GroupNorm (weight, bias, eps; GROUP channels a group) of x + pre (pre (N, C): a
-        # constant per channel, not yet added to x), from the channels' moments (mean, m2 (N, C): HW pixels each).
+        # constant per frame and channel, not yet added to x), from the channels' moments (mean, m2 (N, C): HW pixels
+        # each).
         # Else scale 1, shift bias (a residual add with the bias of the layer before)
         n = tl.program_id(0).to(tl.int64)
         c = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
