@@ -10,40 +10,14 @@
 #   run(command='setsid nohup bash docs/bench/next/ab_hybrid.sh "$PWD" > /tmp/ab_hybrid.out 2>&1 < /dev/null &
 #                sleep 2; bash docs/bench/next/ab_hybrid.sh poll 540', carry=[".whl"])
 #   run(command='bash docs/bench/next/ab_hybrid.sh poll 540', carry=[".whl"])     # at once, until "done"
+. "$(dirname "$0")/ab_common.sh"
 R=/tmp/ab_hybrid
-if [ "$1" = poll ]; then  # wait up to $2 s for the daemon, then its logs to $OUT (one tar) and a summary
-  end=$((SECONDS + $2))
-  while [ ! -e $R/done ] && [ $SECONDS -lt $end ]; do sleep 5; done
-  cat $R/log/env.log $R/progress 2>/dev/null
-  python3 - $R/log <<'PY'
-import glob, json, os, sys
-for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
-    e = json.load(open(path))["e2e"]
-    print(os.path.basename(path), "timings", {k: round(v, 2) for k, v in e["timings_s"].items()}, "per eval",
-          round(e["s_per_eval_after_first"], 3))
-PY
-  tail -3 $R/log/*.err 2>/dev/null
-  tar czf $OUT/ab_hybrid.tgz -C $R log progress 2>/dev/null
-  exit 0
-fi
-rm -rf $R && mkdir -p $R/log && cp -r "$1"/. $R/tree || exit 1
-export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-deps --no-index "$1"/.whl/*.whl > $R/log/pip.log 2>&1
-{ nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.limit --format=csv,noheader
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; nproc; } \
-  > $R/log/env.log 2>&1
-step() {  # step NAME CACHE command...: in the tree, with the compile caches CACHE (empty at first use), to log/NAME.*
-  local name=$1 cache=$2; shift 2
-  echo "$(date +%s) start $name" >> $R/progress
-  (cd $R/tree && TORCHINDUCTOR_CACHE_DIR=$R/cache_$cache/inductor TRITON_CACHE_DIR=$R/cache_$cache/triton \
-    timeout 330 python3 "$@" --json $R/log/$name.json > $R/log/$name.log 2> $R/log/$name.err)
-  local rc=$?  # before the date's command substitution resets $?
-  echo "$(date +%s) end $name rc=$rc" >> $R/progress
-}
+if [ "$1" = poll ]; then ab_poll $R $2 ab_hybrid; exit 0; fi
+ab_setup $R "$1" tree -
 E="--e2e --frames 1150 --steps 3"
-step hybrid_cold hybrid docs/bench/next/probe_regions.py hybrid $E --compile
-step hybrid_warm hybrid docs/bench/next/probe_regions.py hybrid $E --compile
-step compiled_cold compiled bench.py $E --compile
-step compiled_warm compiled bench.py $E --compile
-step eager eager bench.py $E
+ab_step $R tree hybrid_cold hybrid docs/bench/next/probe_regions.py hybrid $E --compile
+ab_step $R tree hybrid_warm hybrid docs/bench/next/probe_regions.py hybrid $E --compile
+ab_step $R tree compiled_cold compiled bench.py $E --compile
+ab_step $R tree compiled_warm compiled bench.py $E --compile
+ab_step $R tree eager eager bench.py $E
 touch $R/done
