@@ -498,6 +498,16 @@ def spatial_transformer_forward(st, x, context):
     return frame_pass(y, residual=x, bias=st.proj_out.bias, channels_last=False)
 
 
+def eager_frame_layers(unet):
+    """Swap the per-frame layers for their eager fast forms (the ResBlocks' per-frame part, the SpatialTransformers,
+    every GEGLU); returns the undo list. accelerate does so only with Triton: on a GPU without it the forms' PyTorch
+    arithmetic would be slower than the plain layers."""
+    forms = {model.ResBlock: ("frame_layers", resblock_frame_layers),
+             model.SpatialTransformer: ("forward", spatial_transformer_forward), model.GEGLU: ("forward", geglu_forward)}
+    return [swap(m, forms[type(m)][0], functools.partial(forms[type(m)][1], m)) for m in list(unet.modules())
+            if type(m) in forms]
+
+
 # -----------------------------------------------------------------------------
 # applying it
 
@@ -545,8 +555,9 @@ COMPILER_SETTINGS = (
 @contextmanager
 def accelerate(unet, compile=False, backend="inductor", any_length=True):
     """Swap the plain clip-parallel forms in `unet` (inside clip_parallel.parallel_temporal_layers) for the fast ones,
-    with compile=True compiled, the per-frame layers too; restore everything on exit. any_length=False: the compiled
-    graphs are specialised to the first clip length they see (for a process that runs one, as sample.py)."""
+    with compile=True compiled, the per-frame layers too (without compile, with Triton: their eager fast forms);
+    restore everything on exit. any_length=False: the compiled graphs are specialised to the first clip length they
+    see (for a process that runs one, as sample.py)."""
     ops = compiled(backend, any_length) if compile else EAGER
     undo = compile_frame_layers(unet, backend, any_length) if compile else []
     for m in list(unet.modules()):
@@ -558,12 +569,8 @@ def accelerate(unet, compile=False, backend="inductor", any_length=True):
                 undo.append(swap(m, "forward", functools.partial(temporal_transformer_forward, m, ops)))
         elif isinstance(m, ClipAttention):
             undo.append(swap(m, "attention", ops.attention))
-        elif isinstance(m, model.SpatialTransformer) and not compile:
-            undo.append(swap(m, "forward", functools.partial(spatial_transformer_forward, m)))
-        elif isinstance(m, model.GEGLU) and not compile:
-            undo.append(swap(m, "forward", functools.partial(geglu_forward, m)))
-        if isinstance(m, model.ResBlock) and not compile:
-            undo.append(swap(m, "frame_layers", functools.partial(resblock_frame_layers, m)))
+    if not compile and triton is not None:  # compiled, Inductor fuses the per-frame layers itself
+        undo += eager_frame_layers(unet)
     try:
         with ExitStack() as settings:
             for config, values in COMPILER_SETTINGS if compile else ():

@@ -12,23 +12,12 @@ hybrid: clip_ops, with the per-frame layers in the eager fast forms of run 38 (c
 kernels, GEGLU's pass) instead of the plain ones: half the compilation, for a machine that keeps its compile cache.
 Run each in a process with its own empty TORCHINDUCTOR_CACHE_DIR and TRITON_CACHE_DIR for cold numbers.
 """
-import functools
 import os
 import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")))
 import bench  # noqa: E402
 import fast  # noqa: E402
-import model  # noqa: E402
-from clip_parallel import swap  # noqa: E402
-
-
-def eager_fast_frame_layers(unet, backend, any_length=True):  # what accelerate swaps in without compile
-    forms = {model.ResBlock: ("frame_layers", fast.resblock_frame_layers),
-             model.SpatialTransformer: ("forward", fast.spatial_transformer_forward),
-             model.GEGLU: ("forward", fast.geglu_forward)}
-    return [swap(m, forms[type(m)][0], functools.partial(forms[type(m)][1], m)) for m in unet.modules()
-            if type(m) in forms]
 
 
 which, argv = sys.argv[1], sys.argv[2:]
@@ -37,7 +26,7 @@ if which == "clip_ops":
 elif which == "frame_layers":
     fast.compiled = lambda backend, any_length=True: fast.EAGER
 elif which == "hybrid":
-    fast.compile_frame_layers = eager_fast_frame_layers
+    fast.compile_frame_layers = lambda unet, backend, any_length=True: fast.eager_frame_layers(unet)
 else:
     raise SystemExit(f"probe_regions.py: the first argument is clip_ops, frame_layers or hybrid, got {which!r}")
 bench.main(argv)
