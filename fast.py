@@ -500,10 +500,11 @@ def spatial_transformer_forward(st, x, context):
 
 def eager_frame_layers(unet):
     """Swap the per-frame layers for their eager fast forms (the ResBlocks' per-frame part, the SpatialTransformers,
-    every GEGLU); returns the undo list. accelerate does so only with Triton: on a GPU without it the forms' PyTorch
-    arithmetic would be slower than the plain layers."""
+    every GEGLU); returns the undo list. accelerate does so where their Triton kernels run (a model on a GPU, with
+    Triton): elsewhere the forms' PyTorch arithmetic, more passes than the plain layers' native kernels, is slower."""
     forms = {model.ResBlock: ("frame_layers", resblock_frame_layers),
-             model.SpatialTransformer: ("forward", spatial_transformer_forward), model.GEGLU: ("forward", geglu_forward)}
+             model.SpatialTransformer: ("forward", spatial_transformer_forward),
+             model.GEGLU: ("forward", geglu_forward)}
     return [swap(m, forms[type(m)][0], functools.partial(forms[type(m)][1], m)) for m in list(unet.modules())
             if type(m) in forms]
 
@@ -555,9 +556,9 @@ COMPILER_SETTINGS = (
 @contextmanager
 def accelerate(unet, compile=False, backend="inductor", any_length=True):
     """Swap the plain clip-parallel forms in `unet` (inside clip_parallel.parallel_temporal_layers) for the fast ones,
-    with compile=True compiled, the per-frame layers too (without compile, with Triton: their eager fast forms);
-    restore everything on exit. any_length=False: the compiled graphs are specialised to the first clip length they
-    see (for a process that runs one, as sample.py)."""
+    with compile=True compiled, the per-frame layers too (without compile, on a GPU with Triton: their eager fast
+    forms); restore everything on exit. any_length=False: the compiled graphs are specialised to the first clip length
+    they see (for a process that runs one, as sample.py)."""
     ops = compiled(backend, any_length) if compile else EAGER
     undo = compile_frame_layers(unet, backend, any_length) if compile else []
     for m in list(unet.modules()):
@@ -569,7 +570,7 @@ def accelerate(unet, compile=False, backend="inductor", any_length=True):
                 undo.append(swap(m, "forward", functools.partial(temporal_transformer_forward, m, ops)))
         elif isinstance(m, ClipAttention):
             undo.append(swap(m, "attention", ops.attention))
-    if not compile and triton is not None:  # compiled, Inductor fuses the per-frame layers itself
+    if not compile and use_kernels(next(unet.parameters())):  # compiled, Inductor fuses the per-frame layers itself
         undo += eager_frame_layers(unet)
     try:
         with ExitStack() as settings:

@@ -550,6 +550,25 @@ def test_fast_frame_kernels_interpreted():
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
 
 
+def test_fast_unet_with_eager_frame_layers_equals_plain(tiny_unet):
+    """The eager per-frame forms in the whole UNet (fast.accelerate swaps them in where their Triton kernels run, a
+    GPU; here their PyTorch arithmetic, swapped in by hand), 2 emulated ranks, float64: the plain forward's numbers."""
+    unet64 = model.UNet(**fixture_json("unet_tiny.json")["unet_config"]).eval().double()
+    unet64.load_state_dict(tiny_unet.state_dict())
+    g = torch.Generator().manual_seed(2)
+    case = (torch.randn(2, 4, 6, 8, 8, generator=g, dtype=torch.float64), torch.tensor([900, 200]),
+            torch.randn(2, 77, unet64.context_dim, generator=g, dtype=torch.float64), torch.tensor([24, 8]))
+    plain = simulate.run_emulated(unet64, *case, 2, DualScope())
+    undo = fast.eager_frame_layers(unet64)
+    try:
+        assert not fast.use_kernels(case[0])  # a CPU: the PyTorch forms
+        quick = simulate.run_emulated(unet64, *case, 2, DualScope(), fast=True)
+    finally:
+        for u in undo:
+            u()
+    assert rel_err(quick, plain) <= 1e-12 and rel_err(quick, case[0]) > 0.1
+
+
 def test_fast_unet_equals_plain_with_two_query_blocks_per_clip(tiny_unet):
     """The whole UNet, fast forms against plain, on a clip of 66 frames: two query blocks of the banded attention
     (64 + 2), w = 8, k = 16 (the published configuration), float64 (8x16 latents, not 8x8: see dual_scope_case)."""
