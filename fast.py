@@ -319,8 +319,11 @@ except ImportError:
 BLOCK = 64  # a kernel's tile: BLOCK pixels x BLOCK channels of one frame
 
 
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # read by triton.jit when it wraps the kernels below
+
+
 def use_kernels(x):
-    return triton is not None and (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")
+    return triton is not None and (x.is_cuda or INTERPRET)
 
 
 if triton is not None:
@@ -429,14 +432,14 @@ def frame_pass(x, norm=None, pre=None, silu=False, residual=None, bias=None, cha
         if norm is None:
             y = x.to(f32) + bias.to(f32)[:, None, None] + residual.to(f32)
         else:
-            N, C, g = len(x), x.shape[1], norm.num_groups
+            N, g = len(x), norm.num_groups
             mean = mean if pre is None else mean + pre.to(f32)  # a channel's constant moves its mean only
-            g_mean = mean.view(N, g, -1).mean(2, keepdim=True)  # every channel has h w pixels: equal weights
-            hw = x[0, 0].numel()  # the group's M2: its channels' M2s and their means' spread
-            g_var = (m2.view(N, g, -1).sum(2, keepdim=True) + hw * (mean.view(N, g, -1) - g_mean).square()
-                     .sum(2, keepdim=True)) / (hw * (C // g))
+            per_group = lambda v: v.view(N, g, -1)  # noqa: E731 (N, C) -> (N, g, C/g)
+            count, g_mean, g_m2 = combine_moments(per_group(torch.full_like(mean, x[0, 0].numel())), per_group(mean),
+                                                  per_group(m2), dim=2)  # channels -> groups, (N, g) each
+            per_pixel = lambda v: v[..., None, None, None]  # noqa: E731 (N, g) -> broadcast over (N, g, C/g, H, W)
             y = (x.to(f32) + (0 if pre is None else pre.to(f32)[..., None, None])).unflatten(1, (g, -1))
-            y = ((y - g_mean[..., None, None]) * torch.rsqrt(g_var[..., None, None] + norm.eps)).flatten(1, 2)
+            y = ((y - per_pixel(g_mean)) * torch.rsqrt(per_pixel(g_m2 / count) + norm.eps)).flatten(1, 2)
             y = y * norm.weight.to(f32)[:, None, None] + norm.bias.to(f32)[:, None, None]
             y = F.silu(y) if silu else y
         return y.to(x.dtype).contiguous(memory_format=layout)
