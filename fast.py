@@ -7,7 +7,8 @@ same numbers (tests: equal to 1e-12 in float64) with fewer, larger kernels:
                       the neighbours' frames in flight meanwhile and added through their own taps; no bias fill (each
                       conv's bias is folded into the next GroupNorm's shift, the last one's into the block's residual)
   temporal GroupNorm  per-(frame, group) moments in contiguous rows, then combined (clip_parallel.combine_moments);
-                      the normalisation as one pass writing the layout the next layer reads (SiLU fused, or tokens)
+                      the normalisation as one pass writing the layout the next layer reads (SiLU fused, or tokens);
+                      without compile, on a GPU: both on the per-frame layers' Triton kernels (KERNELS)
   temporal attention  queries in blocks of B frames, each with its band of B + 2w local keys plus the global keys:
                       cost linear in the clip length, few large scaled_dot_product_attention calls
   per-frame layers    without compile, channels-last inside each ResBlock and SpatialTransformer (cuDNN's convs take
@@ -348,16 +349,17 @@ if triton is not None:
         tl.store(m2 + n * C + c, m2_c, mask=c < C)
 
     @triton.jit
-    def frame_pass_kernel(x, mean, m2, pre, weight, bias, res, out, C, HW, GROUP, eps, sx_n, sx_c, sx_hw, sr_n, sr_c,
-                          sr_hw, so_n, so_c, so_hw, NORM: tl.constexpr, PRE: tl.constexpr, SILU: tl.constexpr,
-                          RESIDUAL: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr):
-        # out = silu?(x * scale + shift) + res? over ROWS pixels x BLOCK channels of frame n, float32, one rounding;
-        # each tensor in its own layout (a tile is loaded and stored along its contiguous side).
-        # NORM: (scale, shift) the GroupNorm (weight, bias, eps; GROUP channels a group) of x + pre (pre (N, C): a
+    def frame_pass_kernel(x, res, out, mean, m2, pre, weight, bias, scale, shift, C, HW, T, GROUP, eps, sx_b, sx_t,
+                          sx_c, sx_hw, sr_b, sr_t, sr_c, sr_hw, so_b, so_t, so_c, so_hw, NORM: tl.constexpr,
+                          PRE: tl.constexpr, SILU: tl.constexpr, RESIDUAL: tl.constexpr, ROWS: tl.constexpr,
+                          BLOCK: tl.constexpr):
+        # out = silu?(x * a + s) + res? over ROWS pixels x BLOCK channels of frame n (frame n % T of video n // T),
+        # float32, one rounding; each tensor in its own layout (a tile is loaded and stored along its contiguous
+        # side). NORM: (a, s) the GroupNorm (weight, bias, eps; GROUP channels a group) of x + pre (pre (N, C): a
         # constant per frame and channel, not yet added to x), from the channels' moments (mean, m2 (N, C): HW pixels
-        # each).
-        # Else scale 1, shift bias (a residual add with the bias of the layer before)
+        # each). Else (a, s) = (scale, shift), given per video and channel
         n = tl.program_id(0).to(tl.int64)
+        video, t = n // T, n % T
         c = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         on = c < C
         if NORM:
@@ -374,23 +376,25 @@ if triton is not None:
                 if PRE:
                     d += tl.load(pre + n * C + first + j, mask=on, other=0.0)
                 g_m2 += tl.load(m2 + n * C + first + j, mask=on, other=0.0) + HW * d * d
-            scale = tl.rsqrt(g_m2 / (HW * GROUP) + eps) * tl.load(weight + c, mask=on, other=0.0).to(tl.float32)
-            shift = tl.load(bias + c, mask=on, other=0.0).to(tl.float32) - g_mu * scale
+            a = tl.rsqrt(g_m2 / (HW * GROUP) + eps) * tl.load(weight + c, mask=on, other=0.0).to(tl.float32)
+            s = tl.load(bias + c, mask=on, other=0.0).to(tl.float32) - g_mu * a
             if PRE:
-                shift += tl.load(pre + n * C + c, mask=on, other=0.0) * scale
+                s += tl.load(pre + n * C + c, mask=on, other=0.0) * a
         else:
-            scale = tl.full([BLOCK], 1.0, tl.float32)
-            shift = tl.load(bias + c, mask=on, other=0.0).to(tl.float32)
+            a = tl.load(scale + video * C + c, mask=on, other=0.0)
+            s = tl.load(shift + video * C + c, mask=on, other=0.0)
         for start in range(tl.program_id(2) * ROWS, tl.minimum(HW, (tl.program_id(2) + 1) * ROWS), BLOCK):
             hw = start + tl.arange(0, BLOCK)[:, None]
             inside = (hw < HW) & on[None, :]
-            y = tl.load(x + n * sx_n + c[None, :] * sx_c + hw * sx_hw, mask=inside, other=0.0).to(tl.float32)
-            y = y * scale[None, :] + shift[None, :]
+            y = tl.load(x + video * sx_b + t * sx_t + c[None, :] * sx_c + hw * sx_hw, mask=inside, other=0.0)
+            y = y.to(tl.float32) * a[None, :] + s[None, :]
             if SILU:
                 y = y * tl.sigmoid(y)
             if RESIDUAL:
-                y += tl.load(res + n * sr_n + c[None, :] * sr_c + hw * sr_hw, mask=inside, other=0.0).to(tl.float32)
-            tl.store(out + n * so_n + c[None, :] * so_c + hw * so_hw, y.to(out.dtype.element_ty), mask=inside)
+                y += tl.load(res + video * sr_b + t * sr_t + c[None, :] * sr_c + hw * sr_hw, mask=inside,
+                             other=0.0).to(tl.float32)
+            tl.store(out + video * so_b + t * so_t + c[None, :] * so_c + hw * so_hw, y.to(out.dtype.element_ty),
+                     mask=inside)
 
     @triton.jit
     def geglu_kernel(h, out, N, BLOCK: tl.constexpr):
@@ -444,17 +448,70 @@ def frame_pass(x, norm=None, pre=None, silu=False, residual=None, bias=None, cha
             y = F.silu(y) if silu else y
         return y.to(x.dtype).contiguous(memory_format=layout)
     out = torch.empty_like(x, memory_format=layout)
-    (N, C, hw), r = x.flatten(2).shape, (x if residual is None else residual).flatten(2)
-    if norm is None:  # a residual add: the kernel reads only bias; the statistics' pointers are placeholders
-        mean = m2 = weight = bias = bias.float().contiguous()
+    frames = lambda v: v.transpose(0, 1)[None]  # noqa: E731 (N, C, H, W) -> one video (1, C, N, H, W), a view
+    if norm is None:  # a residual add: scale 1, shift the bias
+        one = torch.ones(1, x.shape[1], device=x.device)
+        launch_pass(frames(x), frames(out), frames(residual), scale=one, shift=bias.float()[None])
+    else:
+        launch_pass(frames(x), frames(out), silu=silu, norm=norm, moments=(mean, m2), pre=pre)
+    return out
+
+
+def launch_pass(x, out, residual=None, silu=False, scale=None, shift=None, norm=None, moments=None, pre=None):
+    """frame_pass_kernel over videos x (b, c, t, h, w) into out, and residual if given, each in any layout whose
+    (h, w) merge. Either scale and shift (b, c) float32 per video and channel, or the GroupNorm `norm` of each frame
+    of x + pre (pre (b t, c) or None) from its channels' moments (mean, m2), (b t, c) each."""
+    b, c, t = x.shape[:3]
+    strides = [s for v in (x, x if residual is None else residual, out) for s in (v.stride(0), v.stride(2),
+                                                                                   v.stride(1), v.stride(4))]
+    if norm is None:  # the GroupNorm's pointers are read only under NORM
+        mean = m2 = pre_ = weight = bias = scale
         group, eps = 1, 0.0
     else:
-        weight, bias, group, eps = norm.weight, norm.bias, C // norm.num_groups, norm.eps
-    frame_pass_kernel[(N, triton.cdiv(C, BLOCK), triton.cdiv(hw, ROWS))](
-        x.flatten(2), mean, m2, mean if pre is None else pre.float().contiguous(), weight, bias, r, out.flatten(2),
-        C, hw, group, eps, *x.flatten(2).stride(), *r.stride(), *out.flatten(2).stride(), NORM=norm is not None,
+        (mean, m2), weight, bias = moments, norm.weight, norm.bias
+        group, eps, scale = c // norm.num_groups, norm.eps, mean
+        shift, pre_ = scale, mean if pre is None else pre.float().contiguous()
+    frame_pass_kernel[(b * t, triton.cdiv(c, BLOCK), triton.cdiv(x[0, 0, 0].numel(), ROWS))](
+        x, x if residual is None else residual, out, mean, m2, pre_, weight, bias, scale.contiguous(),
+        shift.contiguous(), c, x[0, 0, 0].numel(), t, group, eps, *strides, NORM=norm is not None,
         PRE=pre is not None, SILU=silu, RESIDUAL=residual is not None, ROWS=ROWS, BLOCK=BLOCK)
+
+
+def kernel_group_moments(x, groups, bias=None):
+    """group_moments (the same numbers) from each frame's channel moments: one read of x (eagerly, group_moments
+    reads it three times and writes it once)."""
+    b, c, n = x.shape[:3]
+    mean, m2 = channel_moments(x.transpose(1, 2).flatten(0, 1))  # frames ((b n), c, h, w): a view of frames-major x
+    if bias is not None:  # a channel's constant moves its mean only
+        mean = mean + bias.to(mean.dtype)
+    mean, m2 = (v.view(b, n, groups, -1).transpose(1, 2).flatten(2) for v in (mean, m2))  # (b, groups, n c/g)
+    hw = x[0, 0, 0].numel()  # every channel of every frame has hw pixels: equal weights
+    g_mean = mean.mean(2)
+    g_m2 = m2.sum(2) + hw * (mean - g_mean[..., None]).square().sum(2)
+    return torch.stack((torch.full_like(g_mean, mean.shape[2] * hw), g_mean, g_m2))
+
+
+def kernel_normalize_silu(x, scale, shift):  # normalize_silu as one pass: -> (b, n, c, h, w)
+    if not use_kernels(x):
+        return normalize_silu(x, scale, shift)
+    b, c, n, h, w = x.shape
+    out = x.new_empty(b, n, c, h, w)
+    launch_pass(x, out.transpose(1, 2), silu=True, scale=scale.float(), shift=shift.float())
     return out
+
+
+def kernel_normalize_tokens(x, scale, shift):  # normalize_tokens as one pass: -> token-major memory (b, h, w, n, c)
+    if not use_kernels(x):
+        return normalize_tokens(x, scale, shift)
+    b, c, n, h, w = x.shape
+    out = x.new_empty(b, h, w, n, c).permute(0, 4, 3, 1, 2)
+    launch_pass(x, out, scale=scale.float(), shift=shift.float())
+    return out
+
+
+# EAGER with the temporal GroupNorms' passes as fast.py's kernels: what accelerate runs without compile
+KERNELS = SimpleNamespace(**{**vars(EAGER), "group_moments": kernel_group_moments,
+                             "normalize_silu": kernel_normalize_silu, "normalize_tokens": kernel_normalize_tokens})
 
 
 def geglu_forward(geglu, x):
@@ -562,7 +619,7 @@ def accelerate(unet, compile=False, backend="inductor", any_length=True):
     with compile=True compiled, the per-frame layers too (without compile, on a GPU with Triton: their eager fast
     forms); restore everything on exit. any_length=False: the compiled graphs are specialised to the first clip length
     they see (for a process that runs one, as sample.py)."""
-    ops = compiled(backend, any_length) if compile else EAGER
+    ops = compiled(backend, any_length) if compile else KERNELS if use_kernels(next(unet.parameters())) else EAGER
     undo = compile_frame_layers(unet, backend, any_length) if compile else []
     for m in list(unet.modules()):
         if isinstance(m, model.ResBlock) and isinstance(getattr(m.temopral_conv, "conv1", None), ClipTemporalConv):

@@ -517,6 +517,14 @@ import torch, triton, fast, test_all
 assert fast.use_kernels(torch.zeros(1))
 g = torch.Generator().manual_seed(0)
 for dtype, tol in ((torch.float32, 2e-6), (torch.bfloat16, 2e-2)):
+    # the temporal GroupNorms' passes: frames-major (b, c, n, h, w), scale and shift per (b, channel)
+    x = torch.randn(2, 5, 70, 6, 7, generator=g).to(dtype).transpose(1, 2)
+    bias, scale, shift = torch.randn(70, generator=g), torch.randn(2, 70, generator=g), torch.randn(2, 70, generator=g)
+    want, got = fast.group_moments(x.double(), 7, bias.double()), fast.kernel_group_moments(x, 7, bias)
+    assert test_all.rel_err(got.double(), want) <= 1e-5, dtype  # float32 arithmetic on x's values
+    for name in ("normalize_silu", "normalize_tokens"):
+        want, got = getattr(fast, name)(x, scale, shift), getattr(fast, "kernel_" + name)(x, scale, shift)
+        assert test_all.rel_err(got.double(), want.double()) <= tol and got.stride() == want.stride(), (dtype, name)
     for channels_last in (False, True):  # each kernel reading either layout
         # 70 channels (partial channel tiles), 600 pixels (partial pixel tiles, two row blocks of frame_pass)
         x, y = (torch.randn(3, 70, 24, 25, generator=g).to(dtype) for _ in range(2))
