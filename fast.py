@@ -10,7 +10,8 @@ same numbers (tests: equal to 1e-12 in float64) with fewer, larger kernels:
                       the normalisation as one pass writing the layout the next layer reads (SiLU fused, or tokens);
                       without compile, on a GPU: both on the per-frame layers' Triton kernels (KERNELS)
   temporal attention  queries in blocks of B frames, each with its band of B + 2w local keys plus the global keys:
-                      cost linear in the clip length, few large scaled_dot_product_attention calls
+                      cost linear in the clip length, few large scaled_dot_product_attention calls; without compile,
+                      on a GPU: one Triton kernel that reads each block's band where it lies (no band copies)
   per-frame layers    without compile, channels-last inside each ResBlock and SpatialTransformer (cuDNN's convs take
                       NHWC frames without transposes); their GroupNorms, SiLUs, bias adds and residuals as two Triton
                       kernels that read one layout and write the other; GEGLU's x * gelu(gate) one Triton pass
@@ -37,7 +38,7 @@ import torch.nn.functional as F
 
 import model
 from clip_parallel import (STATE, ClipAttention, ClipGroupNorm, ClipTemporalConv, EmulatedComm, clip_forward,
-                           combine_moments, enter_clip, swap, video_moments)
+                           combine_moments, enter_clip, index_tensor, swap, video_moments)
 from dual_scope import right_halo, token_scale
 
 # -----------------------------------------------------------------------------
@@ -406,6 +407,67 @@ if triton is not None:
         y = a * 0.5 * g * (1.0 + tl.math.erf(g * 0.7071067811865476))
         tl.store(out + r * N + j, y.to(out.dtype.element_ty), mask=j < N)
 
+    # the dual-scope temporal attention (kernel_attention): one program per sequence, head and block of queries
+
+    @triton.jit
+    def dual_scope_kernel(q, k, v, out, glob, b_local, b_global, n, start, left, given, g, W, PER_BIAS, qk_scale, d,
+                          sq_n, sq_s, sq_t, sk_n, sk_s, sk_t, sv_n, sv_s, sv_t, so_n, so_s, so_t,
+                          TOKEN_SCALE: tl.constexpr, BQ: tl.constexpr, KC: tl.constexpr, GB: tl.constexpr,
+                          D: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+        # dual_scope.clip_attention for BQ queries of one sequence and head. Query frame a = start + i sees the given
+        # local key frames f (k's rows j = f - start + left, j < given) with |a - f| <= W, bias b_local, and global
+        # frame m (k's row given + m, frame glob[m]) unless |a - glob[m]| <= W, bias b_global. The block's local keys
+        # lie in rows [i0 + left - W, i0 + BQ + left + W): read where they are, KC at a time, then the global ones.
+        seq, head, i0 = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2) * BQ
+        i = i0 + tl.arange(0, BQ)
+        a = (start + i)[:, None]  # (BQ, 1) query frames
+        dd = tl.arange(0, D)
+        qv = tl.load(q + seq * sq_n + head * sq_s + i[:, None] * sq_t + dd[None, :],
+                     mask=(i[:, None] < n) & (dd[None, :] < d), other=0.0)
+        if UPCAST:  # Triton's interpreter (3.9) multiplies 16-bit float tiles wrongly: its tests dot in float32
+            qv = qv.to(tl.float32)
+        k, v = k + seq * sk_n + head * sk_s, v + seq * sv_n + head * sv_s  # this sequence's and head's rows
+        bl, bg = tl.load(b_local + seq // PER_BIAS), tl.load(b_global + seq // PER_BIAS)
+        m_i, l_i = tl.full([BQ], -1.0e30, tl.float32), tl.zeros([BQ], tl.float32)
+        acc = tl.zeros([BQ, D], tl.float32)
+        scale = tl.full([BQ, 1], qk_scale, tl.float32)
+        if GB > 0:
+            mg = tl.arange(0, GB)
+            sees_g = (mg[None, :] < g) & (tl.abs(a - tl.load(glob + mg, mask=mg < g, other=0)[None, :]) > W)
+        if TOKEN_SCALE:  # s_i = log|K(i)| / log 16 scales the logits
+            count = tl.minimum(a + W, start + given - left - 1) - tl.maximum(a - W, start - left) + 1
+            if GB > 0:
+                count += tl.sum(sees_g.to(tl.int32), 1)[:, None]
+            scale = scale * tl.log(tl.maximum(count, 1).to(tl.float32)) / 2.772588722239781
+        for j0 in range(tl.maximum(i0 + left - W, 0), tl.minimum(i0 + BQ + left + W, given), KC):
+            j = j0 + tl.arange(0, KC)
+            sees = (j[None, :] < given) & (tl.abs(a - (start - left + j[None, :])) <= W)
+            m_i, l_i, acc = attend(qv, k, v, sk_t, sv_t, j, j < given, sees, bl, scale, m_i, l_i, acc, dd, d,
+                                   PRECISION, UPCAST)
+        if GB > 0:
+            m_i, l_i, acc = attend(qv, k, v, sk_t, sv_t, given + mg, mg < g, sees_g, bg, scale, m_i, l_i, acc, dd, d,
+                                   PRECISION, UPCAST)
+        acc = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]  # l_i > 0 in every real row: it sees its own frame
+        tl.store(out + seq * so_n + head * so_s + i[:, None] * so_t + dd[None, :], acc.to(out.dtype.element_ty),
+                 mask=(i[:, None] < n) & (dd[None, :] < d))
+
+    @triton.jit
+    def attend(qv, k, v, sk, sv, rows, exists, sees, bias, scale, m_i, l_i, acc, dd, d, PRECISION: tl.constexpr,
+               UPCAST: tl.constexpr):
+        # the keys and values in `rows` of k and v (row strides sk, sv; `exists`: rows that hold one), seen where
+        # `sees` (BQ, rows), logits scaled and biased, folded into the running softmax: its row maxima m_i, sums l_i
+        # and output acc, float32 (an exp of -inf adds 0)
+        mask = exists[:, None] & (dd[None, :] < d)
+        kv = tl.load(k + rows[:, None] * sk + dd[None, :], mask=mask, other=0.0)
+        vv = tl.load(v + rows[:, None] * sv + dd[None, :], mask=mask, other=0.0)
+        if UPCAST:
+            kv, vv = kv.to(tl.float32), vv.to(tl.float32)
+        s = tl.where(sees, tl.dot(qv, tl.trans(kv), input_precision=PRECISION) * scale + bias, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.exp(s - m_new[:, None])
+        alpha = tl.exp(m_i - m_new)
+        acc = acc * alpha[:, None] + tl.dot(p.to(vv.dtype), vv, input_precision=PRECISION)
+        return m_new, l_i * alpha + tl.sum(p, 1), acc
 
 ROWS = 512  # the pixels of one frame_pass_kernel program: its group statistics computed once for ROWS x BLOCK
 
@@ -509,9 +571,37 @@ def kernel_normalize_tokens(x, scale, shift):  # normalize_tokens as one pass: -
     return out
 
 
+QUERY_TILE, KEY_TILE, ATTENTION_WARPS = 64, 16, 4  # dual_scope_kernel: queries a program, local keys a step (run 40)
+
+
+def kernel_attention(q, k, v, start, left, frames, timesteps, scope):
+    """banded_attention (same arguments, same result) as one Triton kernel, dual_scope_kernel: each block of queries
+    reads its band of local keys and the global keys where they lie in k and v (no padded, banded copies, no mask
+    tensor), and writes its output in the layout to_out reads: (N, s, n, d) as a view of (N, n, s, d) memory."""
+    if not use_kernels(q):
+        return banded_attention(q, k, v, start, left, frames, timesteps, scope)
+    N, s, n, d = q.shape
+    G = scope.global_indices(frames)
+    given, w = k.shape[2] - len(G), scope.window(frames)
+    right_halo(start, n, left, given, frames, scope)  # the halos' check
+    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    b_local, b_global = (x.float().contiguous() for x in scope.biases(timesteps.to(q.device)))
+    out = q.new_empty(N, n, s, d).transpose(1, 2)
+    BQ = min(QUERY_TILE, max(16, triton.next_power_of_2(n)))  # tl.dot wants tiles of >= 16 rows
+    dual_scope_kernel[(N, s, triton.cdiv(n, BQ))](
+        q, k, v, out, index_tensor(tuple(G) or (0,), q.device), b_local, b_global, n, start, left, given, len(G), w,
+        N // len(b_local), d ** -0.5, d, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        TOKEN_SCALE=scope.token_scale, BQ=BQ, KC=KEY_TILE, GB=max(16, triton.next_power_of_2(len(G))) if G else 0,
+        D=max(16, triton.next_power_of_2(d)), PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        UPCAST=INTERPRET, num_warps=ATTENTION_WARPS)
+    return out
+
+
 # EAGER with the temporal GroupNorms' passes as fast.py's kernels: what accelerate runs without compile
 KERNELS = SimpleNamespace(**{**vars(EAGER), "group_moments": kernel_group_moments,
-                             "normalize_silu": kernel_normalize_silu, "normalize_tokens": kernel_normalize_tokens})
+                             "normalize_silu": kernel_normalize_silu, "normalize_tokens": kernel_normalize_tokens,
+                             "attention": kernel_attention})
 
 
 def geglu_forward(geglu, x):

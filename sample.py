@@ -421,8 +421,8 @@ def parse_args(argv=None):
     a("--emulate", type=int, metavar="N", help="run N emulated ranks in this process (CPU debugging, tests; not "
       "under torchrun)")
     a("--compile", action="store_true", help="torch.compile the UNet's per-frame layers and the clip-parallel "
-      "arithmetic between communication stages: faster UNet forwards on a GPU after a one-off compile at the first "
-      "step, which with an empty cache costs more than 30 steps save (1150 frames, one H200; later runs reuse it, see "
+      "arithmetic between communication stages, instead of fast.py's Triton kernels: on one H200 no faster a step, "
+      "after a one-off compile at the first step (~2 minutes with an empty cache, less once cached; see "
       "docs/usage.md; not with --emulate or --plain)")
     a("--compile-cache", metavar="PATH", help="with --compile: load the compiled graphs and kernels from PATH if it "
       "exists (torch.compiler's portable cache artifacts) and save them all there after a successful run. Copy the "

@@ -513,7 +513,9 @@ def test_fast_frame_layers_equal_plain():
 
 
 FRAME_KERNELS_INTERPRETED = """
-import torch, triton, fast, test_all
+import torch, triton, fast, model, test_all
+from clip_parallel import ClipAttention, parallel_temporal_layers
+from dual_scope import DualScope
 assert fast.use_kernels(torch.zeros(1))
 g = torch.Generator().manual_seed(0)
 for dtype, tol in ((torch.float32, 2e-6), (torch.bfloat16, 2e-2)):
@@ -543,6 +545,22 @@ for dtype, tol in ((torch.float32, 2e-6), (torch.bfloat16, 2e-2)):
     with torch.no_grad():
         for name, plain, quick in test_all.frame_layer_cases(dtype):
             assert test_all.rel_err(quick().double(), plain().double()) <= tol, (dtype, name)
+    # the dual-scope attention against dual_scope.clip_attention: two query blocks, halos narrower than w, a clip
+    # shorter than a tile, no global frames or every frame global, the token scale, q, k, v in to_q's memory
+    for T, w, k, token_scale, start, n in ((150, 8, 16, False, 40, 80), (48, 8, 16, True, 0, 48),
+                                           (20, 3, 4, False, 5, 7), (12, 15, 3, True, 4, 3),
+                                           (24, 4, 0, False, 0, 24), (17, 5, 17, True, 3, 10)):
+        scope = DualScope(local_window=w, global_frames=k, token_scale=token_scale)
+        q, k_, v = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in test_all.qkv(2, 3, T, 8, seed=T))
+        want = test_all.run_clip(q.double(), k_.double(), v.double(), test_all.T_EARLY_LATE, scope, start, n)
+        got = test_all.run_clip(q.to(dtype), k_.to(dtype), v.to(dtype), test_all.T_EARLY_LATE, scope, start, n,
+                                fast.kernel_attention)
+        assert test_all.rel_err(got.double(), want) <= tol and got.transpose(1, 2).is_contiguous(), (dtype, T, w, k)
+# where the kernels run, fast.accelerate swaps them in (a CPU here: the interpreter)
+unet = model.UNet(**test_all.fixture_json("unet_tiny.json")["unet_config"])
+with parallel_temporal_layers(unet, DualScope()), fast.accelerate(unet):
+    assert {m.attention for m in unet.modules() if isinstance(m, ClipAttention)} == {fast.kernel_attention}
+    assert all(m.ops is fast.KERNELS for m in unet.modules() if isinstance(m, fast.FastGroupNorm))
 print("ok")
 """
 
