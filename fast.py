@@ -14,7 +14,9 @@ same numbers (tests: equal to 1e-12 in float64) with fewer, larger kernels:
                       on a GPU: one Triton kernel that reads each block's band where it lies (no band copies)
   per-frame layers    without compile, channels-last inside each ResBlock and SpatialTransformer (cuDNN's convs take
                       NHWC frames without transposes); their GroupNorms, SiLUs, bias adds and residuals as two Triton
-                      kernels that read one layout and write the other; GEGLU's x * gelu(gate) one Triton pass
+                      kernels that read one layout and write the other; GEGLU's x * gelu(gate) one Triton pass;
+                      all these kernels' variants compiled side by side before sample.py's first step
+                      (compile_kernels)
   compile             torch.compile of the arithmetic between two communication stages and of every layer that sees
                       one frame at a time, static shapes but the clip length (one graph per layer shape serves every
                       n; sample.py, one n a process: that static too), under COMPILER_SETTINGS; CUDA graphs
@@ -27,7 +29,9 @@ import functools
 import math
 import os
 import pathlib
+import sys
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from types import SimpleNamespace
 
@@ -37,8 +41,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import model
-from clip_parallel import (STATE, ClipAttention, ClipGroupNorm, ClipTemporalConv, EmulatedComm, clip_forward,
-                           combine_moments, enter_clip, index_tensor, swap, video_moments)
+from clip_parallel import (STATE, ClipAttention, ClipGroupNorm, ClipTemporalConv, EmulatedComm, EmulatedGroup,
+                           clip_forward, combine_moments, enter_clip, index_tensor, swap, video_moments)
 from dual_scope import right_halo, token_scale
 
 # -----------------------------------------------------------------------------
@@ -657,6 +661,69 @@ def eager_frame_layers(unet):
              model.GEGLU: ("forward", geglu_forward)}
     return [swap(m, forms[type(m)][0], functools.partial(forms[type(m)][1], m)) for m in list(unet.modules())
             if type(m) in forms]
+
+
+# -----------------------------------------------------------------------------
+# Triton compiles each variant of a kernel (specialised to its constants and to which of its sizes, strides and
+# pointers divide by 16) at its first launch, one after another: ~20 variants in sample.py's first step. A compile
+# spends most of its time outside the GIL (MLIR's passes, ptxas), so threads compile them side by side.
+
+TRITON_KERNELS = ("channel_moments_kernel", "frame_pass_kernel", "geglu_kernel", "dual_scope_kernel")
+
+
+def variant(args, kwargs):  # what Triton specialises a launch on: equal keys, one compiled variant
+    def of(a):
+        if isinstance(a, torch.Tensor):
+            return a.dtype, a.data_ptr() % 16 == 0
+        if isinstance(a, int) and not isinstance(a, bool):
+            return a == 1, a % 16 == 0, -2 ** 31 <= a < 2 ** 31
+        return "float" if isinstance(a, float) else a
+    return tuple(map(of, args)), tuple(sorted(kwargs.items()))
+
+
+class CompileOnly:
+    """Stands in for a Triton kernel: kernel[grid](*args) submits the compile of the launch's variant to `pool`
+    (kernel.warmup), once per variant (`jobs`), and runs nothing."""
+
+    def __init__(self, kernel, jobs, pool):
+        self.kernel, self.jobs, self.pool = kernel, jobs, pool
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            key = (self.kernel, variant(args, kwargs))
+            if key not in self.jobs:
+                self.jobs[key] = self.pool.submit(self.kernel.warmup, *args, grid=grid, **kwargs)
+        return launch
+
+
+def compile_kernels(unet, latent, clip_frames, fps, threads=None):
+    """Compile, side by side, the Triton kernel variants that `unet`'s forwards (fast forms swapped in) will launch
+    on clips of `clip_frames` frames of `latent` (c, h, w), before the first of them: one stand-in forward of one rank
+    alone, batch 2 (cond and uncond), every launch compiling instead of running, its output dropped. Its clip has
+    48 + n % 16 frames (n itself up to 64): the sizes Triton specialises on divide by 16 as at n, and the attention's
+    query tile is as wide. A variant it misses (the halos of a rank with neighbours, say) compiles at its first
+    launch, as without it. A no-op where the kernels do not run (a CPU; Triton's interpreter compiles nothing)."""
+    weight = next(unet.parameters())
+    if INTERPRET or not use_kernels(weight):
+        return
+    n = clip_frames if clip_frames <= 64 else 48 + clip_frames % 16
+    x = weight.new_zeros(2, latent[0], n, *latent[1:])
+    timesteps, context = torch.full((2,), 999, device=x.device), weight.new_zeros(2, 77, unet.context_dim)
+    # the workers compile for their current device: this model's (a rank's GPU under torchrun), not GPU 0
+    on_device = lambda: x.is_cuda and torch.cuda.set_device(x.device)  # noqa: E731
+    pool = ThreadPoolExecutor(threads or os.cpu_count(), initializer=on_device)
+    module, jobs = sys.modules[__name__], {}
+    undo = [swap(module, name, CompileOnly(getattr(module, name), jobs, pool)) for name in TRITON_KERNELS]
+    try:
+        with torch.no_grad():
+            clip_forward(unet, EmulatedComm(EmulatedGroup(1), 0), n, x, timesteps, context, fps)
+    finally:
+        for u in undo:
+            u()
+        pool.shutdown()  # waits for the compiles
+    failed = [job.exception() for job in jobs.values() if job.exception() is not None]
+    if failed:  # those variants compile at their first launch instead
+        warnings.warn(f"{len(failed)} of {len(jobs)} Triton kernel variants did not compile ahead: {failed[0]!r}")
 
 
 # -----------------------------------------------------------------------------

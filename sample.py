@@ -777,6 +777,10 @@ def run(args):
             # one clip length per process: compiled graphs specialised to it (traced in half the time: fast.py)
             forms = fast.accelerate(parts["unet"], compile=args.compile, any_length=False) if speed else nullcontext()
             with fast.compile_cache(args.compile_cache), parallel_temporal_layers(parts["unet"], scope), forms:
+                if speed and not args.compile:  # Triton's kernels compiled side by side, not one by one in step 1
+                    for n in sorted({stop - start for start, stop in split_frames(s.frames, ranks)}):
+                        latent = (parts["unet"].input_blocks[0][0].in_channels, s.height // 8, s.width // 8)
+                        fast.compile_kernels(parts["unet"], latent, n, s.fps)
                 if real:
                     comm = DistComm()
                     video, latents, t_denoised, t_decoded, error = clip_to_mp4(comm)

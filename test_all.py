@@ -3,6 +3,8 @@
 Every check asserts a number. Nothing here depends on the fixtures' shapes or widths: configs, cases and sizes
 are read from the fixture files, so the same tests run on fixtures made with other seeds, sizes and widths.
 """
+import collections
+import copy
 import functools
 import json
 import math
@@ -574,6 +576,44 @@ def test_fast_frame_kernels_interpreted():
     run = subprocess.run([sys.executable, "-c", FRAME_KERNELS_INTERPRETED], cwd=HERE, capture_output=True, text=True,
                          env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=600)
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
+
+
+def test_compile_kernels_ahead(tiny_unet, monkeypatch):
+    """fast.compile_kernels: one stand-in forward on a short clip (48 + n % 16 frames) in which every launch of
+    fast.py's Triton kernels compiles its variant in a thread (kernel.warmup), once per variant, and runs nothing;
+    the kernels are back afterwards, a compile that fails is a warning. Fake kernels here (a CPU compiles none)."""
+    calls = collections.defaultdict(list)
+
+    class Fake:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            raise AssertionError(f"{self.name} ran")
+
+        def warmup(self, *args, grid, **kwargs):
+            calls[self.name].append((args, kwargs))
+            if self.name == "geglu_kernel":
+                raise RuntimeError("no compiler here")
+
+    fakes = {name: Fake(name) for name in fast.TRITON_KERNELS}
+    for name, fake in fakes.items():
+        monkeypatch.setattr(fast, name, fake, raising=False)
+    monkeypatch.setattr(fast, "use_kernels", lambda x: True)
+    unet = copy.deepcopy(tiny_unet)
+    with clip_parallel.parallel_temporal_layers(unet, DualScope()), fast.accelerate(unet):
+        with pytest.warns(UserWarning, match="did not compile ahead"):
+            fast.compile_kernels(unet, (4, 8, 8), 130, 8)
+    assert all(getattr(fast, name) is fake for name, fake in fakes.items())  # the kernels back
+    assert sorted(calls) == sorted(fast.TRITON_KERNELS)
+    for name, launches in calls.items():  # each variant compiled once
+        keys = [fast.variant(args, kwargs) for args, kwargs in launches]
+        assert len(set(keys)) == len(keys) > 0, name
+    assert {args[7] for args, _ in calls["dual_scope_kernel"]} == {48 + 130 % 16}  # the stand-in clip's frames
+    monkeypatch.setattr(fast, "use_kernels", lambda x: False)  # where the kernels do not run: nothing at all
+    calls.clear()
+    fast.compile_kernels(unet, (4, 8, 8), 130, 8)
+    assert not calls
 
 
 def test_fast_unet_with_eager_frame_layers_equals_plain(tiny_unet):

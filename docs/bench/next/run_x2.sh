@@ -10,7 +10,7 @@
 #       took 115-120 s for the first step, then 5.07-5.10 s a step, then 8.5 s to decode and 6-7 s more to write
 #       random noise)
 #   bash docs/bench/next/run_x2.sh e    # the same without --compile, the faster run on a machine with an empty
-#       compile cache (one rank alone in run 40: 179 s, 4.9 s a step, 16 s for the first step with Triton's kernels)
+#       compile cache (one rank alone in run 41: ~174 s, 4.9 s a step, 11 s for the first step with Triton's kernels)
 #   (.whl is git-ignored; if missing: python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12
 #    --implementation cp --platform manylinux2014_x86_64 -d .whl imageio-ffmpeg==0.6.0; the ranks' mp4 segments are
 #    joined with ffmpeg's setts filter, which 0.5.1's ffmpeg 4.2 lacks)

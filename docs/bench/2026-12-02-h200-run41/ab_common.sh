@@ -1,0 +1,48 @@
+# Shared by the ab_*.sh scripts (sourced): each A/B runs as one daemon on the device machine, and device calls poll it.
+# A machine goes back 30 s after a call ends: chain the calls with nothing in between, give it back after the last.
+
+ab_poll() {  # ab_poll R SECONDS NAME: wait up to SECONDS for R/done, print the progress and a summary of the JSON
+  local R=$1 end=$((SECONDS + $2))  # results, and tar the logs to $OUT/NAME.tgz
+  while [ ! -e $R/done ] && [ $SECONDS -lt $end ]; do sleep 5; done
+  cat $R/log/env.log $R/progress 2>/dev/null
+  python3 - $R/log <<'PY'
+import glob, json, os, sys
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
+    res = json.load(open(path))
+    if "e2e" in res:
+        e = res["e2e"]
+        print(os.path.basename(path), "timings", {k: round(v, 2) for k, v in e["timings_s"].items()}, "per eval",
+              round(e["s_per_eval_after_first"], 3))
+    else:
+        print(os.path.basename(path), [(r["frames_per_gpu"], round(r["ms"], 1), round(r["peak_gib"], 2))
+                                       for r in res["rows"]], "check", res.get("check"))
+PY
+  tail -3 $R/log/*.err 2>/dev/null
+  tar czf $OUT/$3.tgz -C $R log progress 2>/dev/null
+}
+
+ab_setup() {  # ab_setup R SRC TREE PATCH [TREE PATCH]...: R afresh, with a copy of SRC per TREE (PATCH applied, if not
+  local R=$1 src=$2  # "-"); the imageio-ffmpeg wheel installed; the machine's GPU, versions and CPUs in log/env.log
+  shift 2
+  rm -rf $R && mkdir -p $R/log || exit 1
+  while [ $# -ge 2 ]; do
+    cp -r "$src"/. $R/$1 || exit 1
+    if [ "$2" != - ]; then (cd $R/$1 && git apply "$2") >> $R/log/apply.log 2>&1 || exit 1; fi
+    shift 2
+  done
+  export PYTHONUNBUFFERED=1
+  python3 -m pip install -q --no-deps --no-index "$src"/.whl/*.whl > $R/log/pip.log 2>&1
+  { nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.limit --format=csv,noheader
+    python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; nproc; } \
+    > $R/log/env.log 2>&1
+}
+
+ab_step() {  # ab_step R TREE NAME CACHE SCRIPT ARGS...: python3 SCRIPT ARGS --json log/NAME.json in R/TREE, with the
+  local R=$1 tree=$2 name=$3 cache=$4  # compile caches R/cache_CACHE (empty at their first use); output to log/NAME.*
+  shift 4
+  echo "$(date +%s) start $name" >> $R/progress
+  (cd $R/$tree && TORCHINDUCTOR_CACHE_DIR=$R/cache_$cache/inductor TRITON_CACHE_DIR=$R/cache_$cache/triton \
+    timeout 330 python3 "$@" --json $R/log/$name.json > $R/log/$name.log 2> $R/log/$name.err)
+  local rc=$?  # before the date's command substitution resets $?
+  echo "$(date +%s) end $name rc=$rc" >> $R/progress
+}
