@@ -258,6 +258,9 @@ class ClipAttention(nn.Module):
         self.attention = clip_attention
 
     def forward(self, x, context=None):  # x: ((b h w), n, c), frames of this rank's clip
+        return self.attn.to_out(self.attend(x, context))
+
+    def attend(self, x, context=None):  # -> the heads' outputs ((b h w), n, (heads d)), before to_out
         assert context is None, "VC2's temporal attentions are self-attention (temporal_selfatt_only)"
         comm, clips = STATE.comm, STATE.clips
         (start, stop), frames = clips[comm.rank], clips[-1][1]
@@ -279,7 +282,7 @@ class ClipAttention(nn.Module):
         keys = torch.cat([h for h in (halo_l, x, halo_r) if h is not None] + global_frames(), dim=1)
         k, v = a.split_heads(a.to_k(keys)), a.split_heads(a.to_v(keys))  # ((b h w), heads, frames, d)
         out = self.attention(q, k, v, start, left, frames, STATE.timesteps, self.scope)  # ((b h w), heads, n, d)
-        return a.to_out(out.transpose(1, 2).flatten(2))
+        return out.transpose(1, 2).flatten(2)
 
 
 def swap(parent, name, new):

@@ -15,6 +15,8 @@ same numbers (tests: equal to 1e-12 in float64) with fewer, larger kernels:
   per-frame layers    without compile, channels-last inside each ResBlock and SpatialTransformer (cuDNN's convs take
                       NHWC frames without transposes); their GroupNorms, SiLUs, bias adds and residuals as two Triton
                       kernels that read one layout and write the other; GEGLU's x * gelu(gate) one Triton pass;
+                      each TransformerBlock's residual sums made by the GEMMs they follow, each LayerNorm one pass that
+                      writes the sum's other term; a temporal layer's output sums one pass each;
                       all these kernels' variants compiled side by side before sample.py's first step
                       (compile_kernels)
   compile             torch.compile of the arithmetic between two communication stages and of every layer that sees
@@ -411,6 +413,23 @@ if triton is not None:
         y = a * 0.5 * g * (1.0 + tl.math.erf(g * 0.7071067811865476))
         tl.store(out + r * N + j, y.to(out.dtype.element_ty), mask=j < N)
 
+    @triton.jit
+    def layer_norm_kernel(x, weight, bias, shift, y, r, R, C, eps, ROWS: tl.constexpr, BLOCK: tl.constexpr):
+        # LayerNorm of ROWS rows of C channels (float32, each row held whole) -> y, and r = x + shift (shift (C,)):
+        # the base of the residual sum that the GEMM after the next layer completes
+        row = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)[:, None]
+        c = tl.arange(0, BLOCK)[None, :]
+        inside = (row < R) & (c < C)
+        v = tl.load(x + row * C + c, mask=inside, other=0.0).to(tl.float32)
+        mean = tl.sum(v, 1)[:, None] / C
+        d = tl.where(inside, v - mean, 0.0)
+        rstd = tl.rsqrt(tl.sum(d * d, 1)[:, None] / C + eps)
+        w = tl.load(weight + c, mask=c < C, other=0.0).to(tl.float32)
+        b = tl.load(bias + c, mask=c < C, other=0.0).to(tl.float32)
+        tl.store(y + row * C + c, (d * rstd * w + b).to(y.dtype.element_ty), mask=inside)
+        s = tl.load(shift + c, mask=c < C, other=0.0).to(tl.float32)
+        tl.store(r + row * C + c, (v + s).to(r.dtype.element_ty), mask=inside)
+
     # the dual-scope temporal attention (kernel_attention): one program per sequence, head and block of queries
 
     @triton.jit
@@ -575,6 +594,29 @@ def kernel_normalize_tokens(x, scale, shift):  # normalize_tokens as one pass: -
     return out
 
 
+
+def kernel_add_residual(x, h, bias):  # add_residual as one pass (eagerly two: h + bias, then x + that)
+    if not use_kernels(x):
+        return add_residual(x, h, bias)
+    out, b = torch.empty_like(x), len(x)
+    launch_pass(h, out, residual=x, scale=h.new_ones(b, len(bias), dtype=torch.float32),
+                shift=bias.float()[None].expand(b, -1))
+    return out
+
+
+def kernel_project_out(tt, y, x):
+    """project_out as one pass after a GEMM without bias: the token-major projection, its bias and the residual x
+    summed into x's layout (eagerly, the sum reads the projection across its strides, a slow kernel)."""
+    if not use_kernels(x):
+        return project_out(tt, y, x)
+    b, c, t, h, w = x.shape
+    weight = tt.proj_out.weight if isinstance(tt.proj_out, nn.Linear) else tt.proj_out.weight[..., 0]  # Conv1d k=1
+    p = F.linear(y, weight).view(b, h, w, t, c).permute(0, 4, 3, 1, 2)  # (b, c, t, h, w), token-major memory
+    out = torch.empty_like(x)
+    launch_pass(p, out, residual=x, scale=p.new_ones(b, c, dtype=torch.float32),
+                shift=tt.proj_out.bias.float()[None].expand(b, -1))
+    return out
+
 QUERY_TILE, KEY_TILE, ATTENTION_WARPS = 64, 16, 4  # dual_scope_kernel: queries a program, local keys a step (run 40)
 
 
@@ -605,7 +647,8 @@ def kernel_attention(q, k, v, start, left, frames, timesteps, scope):
 # EAGER with the temporal GroupNorms' passes as fast.py's kernels: what accelerate runs without compile
 KERNELS = SimpleNamespace(**{**vars(EAGER), "group_moments": kernel_group_moments,
                              "normalize_silu": kernel_normalize_silu, "normalize_tokens": kernel_normalize_tokens,
-                             "attention": kernel_attention})
+                             "attention": kernel_attention, "add_residual": kernel_add_residual,
+                             "project_out": kernel_project_out})
 
 
 def geglu_forward(geglu, x):
@@ -620,6 +663,45 @@ def geglu_forward(geglu, x):
     geglu_kernel[(rows, triton.cdiv(n, 1024))](h.contiguous(), out, n, BLOCK=1024)
     return out
 
+
+
+def layer_norm_shift(x, norm, shift):
+    """(LayerNorm `norm` of x, x + shift) for x (..., c) contiguous, shift (c,): one pass over x (Triton) where the
+    kernels run."""
+    if not use_kernels(x):
+        return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps), x + shift
+    x = x.contiguous()
+    rows, c = x[..., 0].numel(), x.shape[-1]
+    y, r = torch.empty_like(x), torch.empty_like(x)
+    block = triton.next_power_of_2(c)
+    per = max(1, 4096 // block)  # rows a program: ~4096 values held at once
+    layer_norm_kernel[(triton.cdiv(rows, per),)](x, norm.weight, norm.bias, shift, y, r, rows, c, norm.eps,
+                                                 ROWS=per, BLOCK=block)
+    return y, r
+
+
+def residual_linear(r, h, linear):  # r += h @ W^T in place (W: linear's weight; its bias already in r): one GEMM
+    rows = r.flatten(0, -2)  # out=rows, as addmm_ does it, but torch.utils.flop_counter counts this one
+    torch.addmm(rows, h.flatten(0, -2), linear.weight.t(), out=rows)
+    return r
+
+
+def transformer_block_forward(block, x, context=None):
+    """model.TransformerBlock.forward with each residual sum made by the GEMM of the layer it adds (torch.addmm with
+    the sum's other term as its C: no pass of its own), and each LayerNorm one pass that also writes that term, x plus
+    the bias of the projection to come: x ((n, l, c)) -> x + attn1, + attn2, + ff, each after its LayerNorm."""
+    out1, out2 = (getattr(a, "attn", a).to_out[0] for a in (block.attn1, block.attn2))  # a ClipAttention wraps one
+    ff_out = block.ff.net[2]
+    y, r = layer_norm_shift(x, block.norm1, out1.bias)
+    x = residual_linear(r, block.attn1.attend(y), out1)
+    y, r = layer_norm_shift(x, block.norm2, out2.bias)
+    x = residual_linear(r, block.attn2.attend(y, context), out2)
+    y, r = layer_norm_shift(x, block.norm3, ff_out.bias)
+    ff = block.ff  # its rows in chunks, as model.FeedForward: a bound on GEGLU's activations (8x the width)
+    rows = max(1, ff.chunk_bytes // (y[:1].numel() * 8 * y.element_size()))
+    for i in range(0, len(y), rows):
+        residual_linear(r[i:i + rows], ff.net[0](y[i:i + rows]), ff_out)
+    return r
 
 def resblock_frame_layers(block, x, emb):
     """model.ResBlock.frame_layers, channels-last inside: x ((b t), c, h, w) channels-first -> channels-first. Each
@@ -658,6 +740,7 @@ def eager_frame_layers(unet):
     Triton): elsewhere the forms' PyTorch arithmetic, more passes than the plain layers' native kernels, is slower."""
     forms = {model.ResBlock: ("frame_layers", resblock_frame_layers),
              model.SpatialTransformer: ("forward", spatial_transformer_forward),
+             model.TransformerBlock: ("forward", transformer_block_forward),
              model.GEGLU: ("forward", geglu_forward)}
     return [swap(m, forms[type(m)][0], functools.partial(forms[type(m)][1], m)) for m in list(unet.modules())
             if type(m) in forms]
@@ -668,7 +751,8 @@ def eager_frame_layers(unet):
 # pointers divide by 16) at its first launch, one after another: ~20 variants in sample.py's first step. A compile
 # spends most of its time outside the GIL (MLIR's passes, ptxas), so threads compile them side by side.
 
-TRITON_KERNELS = ("channel_moments_kernel", "frame_pass_kernel", "geglu_kernel", "dual_scope_kernel")
+TRITON_KERNELS = ("channel_moments_kernel", "frame_pass_kernel", "geglu_kernel", "layer_norm_kernel",
+                  "dual_scope_kernel")
 
 
 def variant(args, kwargs):  # what Triton specialises a launch on: equal keys, one compiled variant
@@ -783,7 +867,7 @@ def accelerate(unet, compile=False, backend="inductor", any_length=True):
             undo.append(swap(m, "temopral_conv", FastTemporalConvBlock(m.temopral_conv, ops)))
         elif isinstance(m, model.TemporalTransformer) and isinstance(m.norm, ClipGroupNorm):
             undo.append(swap(m, "norm", FastGroupNorm(m.norm.norm, ops)))
-            if compile:
+            if ops is not EAGER:  # compiled or on kernels, project_out is one pass (eagerly, model's forward's sum)
                 undo.append(swap(m, "forward", functools.partial(temporal_transformer_forward, m, ops)))
         elif isinstance(m, ClipAttention):
             undo.append(swap(m, "attention", ops.attention))

@@ -58,11 +58,14 @@ class Attention(nn.Module):
     def split_heads(self, x):  # (n, l, (h d)) -> (n, h, l, d)
         return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
 
-    def forward(self, x, context=None):  # x: (n, l, c)
+    def attend(self, x, context=None):  # x: (n, l, c) -> the heads' outputs (n, l, (h d)), before to_out
         context = x if context is None else context
         q, k, v = (self.split_heads(f(y)) for f, y in ((self.to_q, x), (self.to_k, context), (self.to_v, context)))
         out = F.scaled_dot_product_attention(q, k, v)  # scale d_head^-0.5, as the original
-        return self.to_out(out.transpose(1, 2).flatten(2))
+        return out.transpose(1, 2).flatten(2)
+
+    def forward(self, x, context=None):  # x: (n, l, c)
+        return self.to_out(self.attend(x, context))
 
 
 class GEGLU(nn.Module):

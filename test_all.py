@@ -488,7 +488,7 @@ def test_fast_temporal_transformer_equals_plain(frames, ranks):
     assert rel_err(run(full, False), tt(x)) <= 1e-12 and rel_err(run(full, True), tt(x)) <= 1e-12
 
 
-def frame_layer_cases(dtype):  # (name, plain call, fast form call): ResBlocks (each skip), SpatialTransformer, GEGLU
+def frame_layer_cases(dtype):  # (name, plain call, fast form call) of each eager per-frame form
     g = torch.Generator().manual_seed(0)
     x, emb, context = (torch.randn(*shape, generator=g).to(dtype) for shape in ((6, 64, 5, 7), (6, 32), (6, 77, 48)))
     cases = []
@@ -499,6 +499,14 @@ def frame_layer_cases(dtype):  # (name, plain call, fast form call): ResBlocks (
     st = simulate.randomize(model.SpatialTransformer(64, 2, 32, 48), 1).to(dtype).eval()
     cases.append(("SpatialTransformer", functools.partial(st, x, context),
                   functools.partial(fast.spatial_transformer_forward, st, x, context)))
+    block = simulate.randomize(model.TransformerBlock(80, 2, 40, 48), 3).to(dtype).eval()  # 80: a partial tile
+    y = torch.randn(6, 35, 80, generator=g).to(dtype)
+    cases.append(("TransformerBlock", functools.partial(block, y, context),
+                  functools.partial(fast.transformer_block_forward, block, y, context)))
+    chunked = copy.deepcopy(block)
+    chunked.ff.chunk_bytes = y[:1].numel() * 8 * y.element_size() * 4  # its FeedForward in chunks of 4 rows of 6
+    cases.append(("TransformerBlock, FeedForward in chunks", functools.partial(chunked, y, context),
+                  functools.partial(fast.transformer_block_forward, chunked, y, context)))
     geglu = simulate.randomize(model.GEGLU(48, 1100), 2).to(dtype).eval()  # 1100: a partial tile of the kernel's
     cases.append(("GEGLU", functools.partial(geglu, context), functools.partial(fast.geglu_forward, geglu, context)))
     return cases
@@ -529,6 +537,17 @@ for dtype, tol in ((torch.float32, 2e-6), (torch.bfloat16, 2e-2)):
     for name in ("normalize_silu", "normalize_tokens"):
         want, got = getattr(fast, name)(x, scale, shift), getattr(fast, "kernel_" + name)(x, scale, shift)
         assert test_all.rel_err(got.double(), want.double()) <= tol and got.stride() == want.stride(), (dtype, name)
+    # a TemporalConvBlock's residual with conv4's bias; a TemporalTransformer's output projection and residual, its
+    # proj_out a Linear or (init_attn) a kernel-1 Conv1d, the tokens in the layout proj_in's GEMM writes
+    h = torch.randn(2, 5, 70, 6, 7, generator=g).to(dtype).transpose(1, 2)
+    want, got = fast.add_residual(x.double(), h.double(), bias.double()), fast.kernel_add_residual(x, h, bias.to(dtype))
+    assert test_all.rel_err(got.double(), want) <= tol and got.stride() == x.stride(), dtype
+    x, y = torch.randn(2, 5, 96, 6, 7, generator=g).to(dtype).transpose(1, 2), torch.randn(84, 5, 40, generator=g)
+    for use_linear in (True, False):  # 96 channels: a partial tile; 84 = (b h w) sequences of 5 frames
+        tt = model.TemporalTransformer(96, 2, 20, use_linear=use_linear).to(dtype)
+        with torch.no_grad():
+            want, got = fast.project_out(tt, y.to(dtype), x), fast.kernel_project_out(tt, y.to(dtype), x)
+        assert test_all.rel_err(got.double(), want.double()) <= tol and got.stride() == x.stride(), (dtype, use_linear)
     for channels_last in (False, True):  # each kernel reading either layout
         # 70 channels (partial channel tiles), 600 pixels (partial pixel tiles, two row blocks of frame_pass)
         x, y = (torch.randn(3, 70, 24, 25, generator=g).to(dtype) for _ in range(2))
@@ -547,6 +566,14 @@ for dtype, tol in ((torch.float32, 2e-6), (torch.bfloat16, 2e-2)):
     with torch.no_grad():
         for name, plain, quick in test_all.frame_layer_cases(dtype):
             assert test_all.rel_err(quick().double(), plain().double()) <= tol, (dtype, name)
+    # the LayerNorm with the next residual's base: 70 channels (a partial tile), rows past the last program's
+    norm = torch.nn.LayerNorm(70).to(dtype)
+    torch.nn.init.normal_(norm.weight, 1, 0.1, generator=g), torch.nn.init.normal_(norm.bias, 0, 0.1, generator=g)
+    x, shift = torch.randn(5, 11, 70, generator=g).to(dtype), torch.randn(70, generator=g).to(dtype)
+    with torch.no_grad():
+        y, r = fast.layer_norm_shift(x, norm, shift)
+        want = torch.nn.functional.layer_norm(x.double(), (70,), norm.weight.double(), norm.bias.double(), norm.eps)
+        assert test_all.rel_err(y.double(), want) <= tol and test_all.rel_err(r.double(), x.double() + shift) <= tol
     # the dual-scope attention against dual_scope.clip_attention: two query blocks, halos narrower than w, a clip
     # shorter than a tile, no global frames or every frame global, the token scale, q, k, v in to_q's memory
     for T, w, k, token_scale, start, n in ((150, 8, 16, False, 40, 80), (48, 8, 16, True, 0, 48),
@@ -563,6 +590,8 @@ unet = model.UNet(**test_all.fixture_json("unet_tiny.json")["unet_config"])
 with parallel_temporal_layers(unet, DualScope()), fast.accelerate(unet):
     assert {m.attention for m in unet.modules() if isinstance(m, ClipAttention)} == {fast.kernel_attention}
     assert all(m.ops is fast.KERNELS for m in unet.modules() if isinstance(m, fast.FastGroupNorm))
+    assert all(m.forward.func is fast.temporal_transformer_forward and m.forward.args[1] is fast.KERNELS
+               for m in unet.modules() if isinstance(m, model.TemporalTransformer))
 print("ok")
 """
 
