@@ -689,7 +689,7 @@ def residual_linear(r, h, linear):  # r += h @ W^T in place (W: linear's weight;
 def transformer_block_forward(block, x, context=None):
     """model.TransformerBlock.forward with each residual sum made by the GEMM of the layer it adds (torch.addmm with
     the sum's other term as its C: no pass of its own), and each LayerNorm one pass that also writes that term, x plus
-    the bias of the projection to come: x ((n, l, c)) -> x + attn1, + attn2, + ff, each after its LayerNorm."""
+    the bias of the projection to come: x (n, l, c) -> x + attn1, + attn2, + ff, each after its LayerNorm."""
     out1, out2 = (getattr(a, "attn", a).to_out[0] for a in (block.attn1, block.attn2))  # a ClipAttention wraps one
     ff_out = block.ff.net[2]
     y, r = layer_norm_shift(x, block.norm1, out1.bias)
@@ -702,6 +702,7 @@ def transformer_block_forward(block, x, context=None):
     for i in range(0, len(y), rows):
         residual_linear(r[i:i + rows], ff.net[0](y[i:i + rows]), ff_out)
     return r
+
 
 def resblock_frame_layers(block, x, emb):
     """model.ResBlock.frame_layers, channels-last inside: x ((b t), c, h, w) channels-first -> channels-first. Each
