@@ -492,6 +492,7 @@ if triton is not None:
         acc = acc * alpha[:, None] + tl.dot(p.to(vv.dtype), vv, input_precision=PRECISION)
         return m_new, l_i * alpha + tl.sum(p, 1), acc
 
+
 ROWS = 512  # the pixels of one frame_pass_kernel program: its group statistics computed once for ROWS x BLOCK
 
 
@@ -534,9 +535,8 @@ def frame_pass(x, norm=None, pre=None, silu=False, residual=None, bias=None, cha
         return y.to(x.dtype).contiguous(memory_format=layout)
     out = torch.empty_like(x, memory_format=layout)
     frames = lambda v: v.transpose(0, 1)[None]  # noqa: E731 (N, C, H, W) -> one video (1, C, N, H, W), a view
-    if norm is None:  # a residual add: scale 1, shift the bias
-        one = torch.ones(1, x.shape[1], device=x.device)
-        launch_pass(frames(x), frames(out), frames(residual), scale=one, shift=bias.float()[None])
+    if norm is None:
+        launch_add(frames(x), frames(out), frames(residual), bias)
     else:
         launch_pass(frames(x), frames(out), silu=silu, norm=norm, moments=(mean, m2), pre=pre)
     return out
@@ -560,6 +560,11 @@ def launch_pass(x, out, residual=None, silu=False, scale=None, shift=None, norm=
         x, x if residual is None else residual, out, mean, m2, pre_, weight, bias, scale.contiguous(),
         shift.contiguous(), c, x[0, 0, 0].numel(), t, group, eps, *strides, NORM=norm is not None,
         PRE=pre is not None, SILU=silu, RESIDUAL=residual is not None, ROWS=ROWS, BLOCK=BLOCK)
+
+
+def launch_add(x, out, residual, bias):  # out = x + bias (c,) + residual, videos (b, c, t, h, w): scale 1, shift bias
+    b, c = x.shape[:2]
+    launch_pass(x, out, residual, scale=x.new_ones(b, c, dtype=torch.float32), shift=bias.float()[None].expand(b, -1))
 
 
 def kernel_group_moments(x, groups, bias=None):
@@ -594,13 +599,11 @@ def kernel_normalize_tokens(x, scale, shift):  # normalize_tokens as one pass: -
     return out
 
 
-
 def kernel_add_residual(x, h, bias):  # add_residual as one pass (eagerly two: h + bias, then x + that)
     if not use_kernels(x):
         return add_residual(x, h, bias)
-    out, b = torch.empty_like(x), len(x)
-    launch_pass(h, out, residual=x, scale=h.new_ones(b, len(bias), dtype=torch.float32),
-                shift=bias.float()[None].expand(b, -1))
+    out = torch.empty_like(x)
+    launch_add(h, out, x, bias)
     return out
 
 
@@ -613,9 +616,9 @@ def kernel_project_out(tt, y, x):
     weight = tt.proj_out.weight if isinstance(tt.proj_out, nn.Linear) else tt.proj_out.weight[..., 0]  # Conv1d k=1
     p = F.linear(y, weight).view(b, h, w, t, c).permute(0, 4, 3, 1, 2)  # (b, c, t, h, w), token-major memory
     out = torch.empty_like(x)
-    launch_pass(p, out, residual=x, scale=p.new_ones(b, c, dtype=torch.float32),
-                shift=tt.proj_out.bias.float()[None].expand(b, -1))
+    launch_add(p, out, x, tt.proj_out.bias)
     return out
+
 
 QUERY_TILE, KEY_TILE, ATTENTION_WARPS = 64, 16, 4  # dual_scope_kernel: queries a program, local keys a step (run 40)
 
@@ -662,7 +665,6 @@ def geglu_forward(geglu, x):
     out = h.new_empty(*h.shape[:-1], n)
     geglu_kernel[(rows, triton.cdiv(n, 1024))](h.contiguous(), out, n, BLOCK=1024)
     return out
-
 
 
 def layer_norm_shift(x, norm, shift):
@@ -737,8 +739,9 @@ def spatial_transformer_forward(st, x, context):
 
 def eager_frame_layers(unet):
     """Swap the per-frame layers for their eager fast forms (the ResBlocks' per-frame part, the SpatialTransformers,
-    every GEGLU); returns the undo list. accelerate does so where their Triton kernels run (a model on a GPU, with
-    Triton): elsewhere the forms' PyTorch arithmetic, more passes than the plain layers' native kernels, is slower."""
+    every TransformerBlock and GEGLU); returns the undo list. accelerate does so where their Triton kernels run (a
+    model on a GPU, with Triton): elsewhere the forms' PyTorch arithmetic, more passes than the plain layers' native
+    kernels, is slower."""
     forms = {model.ResBlock: ("frame_layers", resblock_frame_layers),
              model.SpatialTransformer: ("forward", spatial_transformer_forward),
              model.TransformerBlock: ("forward", transformer_block_forward),
@@ -872,7 +875,7 @@ def accelerate(unet, compile=False, backend="inductor", any_length=True):
                 undo.append(swap(m, "forward", functools.partial(temporal_transformer_forward, m, ops)))
         elif isinstance(m, ClipAttention):
             undo.append(swap(m, "attention", ops.attention))
-    if not compile and use_kernels(next(unet.parameters())):  # compiled, Inductor fuses the per-frame layers itself
+    if ops is KERNELS:  # compiled, Inductor fuses the per-frame layers itself
         undo += eager_frame_layers(unet)
     try:
         with ExitStack() as settings:

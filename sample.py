@@ -176,6 +176,10 @@ class Settings:
     decode_batch: int = 8
 
 
+def latent_frame(unet, s):  # (c, h, w) of one frame of the latent video
+    return unet.input_blocks[0][0].in_channels, s.height // 8, s.width // 8
+
+
 def generate_clip(comm, parts, s, contexts, device, progress=None, on_frames=None):
     """What one rank does: DDIM over its clip of the video, then VAE decode -> uint8 frames (n, H, W, 3);
     on_frames(frames), if given, gets each decoded batch at once (Mp4Writer.put: the mp4 is encoded meanwhile).
@@ -187,7 +191,7 @@ def generate_clip(comm, parts, s, contexts, device, progress=None, on_frames=Non
     seg = torch.tensor(segment_of_frame(s.frames, len(cond))[start:stop])
     # cond and uncond as one batch of 2; each frame gets its segment's text: (2, n, 77, d)
     context = torch.stack([cond[seg], uncond.expand(len(frames), -1, -1)]).to(device)
-    latent = (unet.input_blocks[0][0].in_channels, s.height // 8, s.width // 8)  # one frame of the latent video
+    latent = latent_frame(unet, s)
     x_T = frame_noise(s.seed, 0, frames, latent).to(device)
     schedule = make_schedule(s.steps, s.eta)
 
@@ -779,8 +783,7 @@ def run(args):
             with fast.compile_cache(args.compile_cache), parallel_temporal_layers(parts["unet"], scope), forms:
                 if speed and not args.compile:  # Triton's kernels compiled side by side, not one by one in step 1
                     for n in sorted({stop - start for start, stop in split_frames(s.frames, ranks)}):
-                        latent = (parts["unet"].input_blocks[0][0].in_channels, s.height // 8, s.width // 8)
-                        fast.compile_kernels(parts["unet"], latent, n, s.fps)
+                        fast.compile_kernels(parts["unet"], latent_frame(parts["unet"], s), n, s.fps)
                 if real:
                     comm = DistComm()
                     video, latents, t_denoised, t_decoded, error = clip_to_mp4(comm)

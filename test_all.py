@@ -514,7 +514,8 @@ def frame_layer_cases(dtype):  # (name, plain call, fast form call) of each eage
 
 def test_fast_frame_layers_equal_plain():
     """The eager per-frame forms (channels-last inside, the conv biases folded into the passes after them) against
-    model.ResBlock.frame_layers, model.SpatialTransformer.forward and model.GEGLU, float64, their PyTorch arithmetic
+    model.ResBlock.frame_layers, model.SpatialTransformer.forward, model.TransformerBlock.forward (its residual sums
+    in the GEMMs, its FeedForward whole and in chunks) and model.GEGLU, float64, their PyTorch arithmetic
     (a CPU): channels-first out, as in."""
     with torch.no_grad():
         for name, plain, quick in frame_layer_cases(torch.float64):
