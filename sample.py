@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import queue
 import re
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
@@ -246,10 +246,33 @@ def open_mp4(path, fps):
 
 
 # -----------------------------------------------------------------------------
-# The mp4: each rank encodes its own clip to an mp4 segment as it decodes it (Mp4Writer, every rank at once), then
-# rank 0 joins the segments without re-encoding (ffmpeg's concat demuxer, -c copy); one rank's segment is the video.
-# The segments go to a folder beside --out, so rank 0 must see the other ranks' files: true for torchrun's ranks on
-# one host; ranks on several hosts need --out in a folder they all share.
+# The mp4: each rank encodes its own clip as mp4 segments of SEGMENT_FRAMES frames as it decodes it (Mp4Writer: several
+# x264 processes at once on every rank), then rank 0 joins all the segments without re-encoding (ffmpeg's concat
+# demuxer, -c copy); a video of one segment is that segment. The segments go to a folder beside --out, so rank 0 must
+# see the other ranks' files: true for torchrun's ranks on one host; ranks on several hosts need --out in a folder
+# they all share.
+#
+# One x264 process keeps ~5 of an H200 machine's 16 cores busy on 320x512 frames: 1 / 2 / 3 / 6 encoders side by side
+# wrote 70 / 127 / 147 / 179 frames/s of noise (random weights' frames, the slowest to encode), 359 / 665 / 752 / 894
+# of smooth moving pictures, while the VAE decodes ~140 frames/s (docs/BENCH.md run 44). A segment starts with a
+# keyframe: 96 frames is one every 4 s at 24 fps, as streaming video has; shorter segments encode slower (one x264
+# over 576 noise frames: 86 frames/s).
+SEGMENT_FRAMES = 96
+
+
+def encoders_per_rank(ranks_here):
+    """How many segments a rank encodes at once: half its share of the CPU cores in x264 processes, at least 2."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(2, cores // ranks_here // 2)
+
+
+def segment_names(rank, frames):  # a clip of `frames` frames as mp4 segments: their names, in order
+    return [f"rank{rank:05d}.part{i:04d}.mp4" for i in range(-(-frames // SEGMENT_FRAMES))]
+
+
+def video_segments(frames, ranks):  # every segment of the video, in order
+    return [name for rank, (start, stop) in enumerate(split_frames(frames, ranks))
+            for name in segment_names(rank, stop - start)]
 
 
 class OutputError(Exception):
@@ -257,67 +280,83 @@ class OutputError(Exception):
 
 
 class Mp4Writer:
-    """A rank's mp4, encoded in a thread of its own while its frames are still being made: x264 encodes one batch on
-    the CPU while the VAE decodes the next on the GPU. put(frames) never waits; the thread starts at the first frames
-    (no file before there is something to write); close() -> None, or why the mp4 could not be written (one line)."""
+    """A rank's clip as mp4 segments (segment_names) in `folder`, encoded while its frames are still being made: once
+    a segment's frames are all put, one of `encoders` threads encodes it with an x264 process of its own, so several
+    segments encode at once on the CPU while the VAE decodes the next frames on the GPU. put(frames) never waits;
+    nothing is written before a segment is whole (or close); close() -> None, or why the clip could not be written
+    (one line)."""
 
-    def __init__(self, path, fps, frames, rank):
-        self.path, self.fps, self.frames, self.rank = path, fps, frames, rank  # frames: how many will come (the bar)
-        self.batches, self.thread, self.error = queue.SimpleQueue(), None, None
-        self.aborted, self.done = threading.Event(), threading.Event()
+    def __init__(self, folder, rank, fps, frames, encoders):
+        self.folder, self.rank, self.fps, self.frames = folder, rank, fps, frames  # frames: how many will come
+        self.names, self.pool = segment_names(rank, frames), ThreadPoolExecutor(encoders, f"mp4 writer {rank}")
+        self.jobs, self.held, self.bar, self.error = [], [], None, None  # held: the next segment's frames so far
+        self.lock, self.aborted = threading.Lock(), threading.Event()
 
     def put(self, frames):  # uint8 (n, H, W, 3), on any device
-        if self.thread is None:
-            self.thread = threading.Thread(target=self._write, name=f"mp4 writer {self.rank}")
-            self.thread.start()
-        self.batches.put(frames)
+        if self.bar is None:  # at the first frames: the denoising bar is done by then
+            self.bar = tqdm(total=self.frames, desc="write", unit="frame", file=sys.stderr, disable=self.rank != 0)
+        while len(frames):
+            room = SEGMENT_FRAMES - sum(map(len, self.held))
+            self.held.append(frames[:room])
+            frames = frames[room:]
+            if len(self.held[-1]) == room:
+                self.submit()
 
-    def _write(self):
+    def submit(self):  # the frames held so far, as the next segment
+        path = os.path.join(self.folder, self.names[len(self.jobs)])
+        self.jobs.append(self.pool.submit(self.encode, path, self.held))
+        self.held = []
+
+    def encode(self, path, batches):
         def write(tmp):
-            with open_mp4(tmp, self.fps) as writer, tqdm(total=self.frames, desc="write", unit="frame",
-                                                          file=sys.stderr, disable=self.rank != 0) as bar:
-                while (frames := self.batches.get()) is not None:
+            with open_mp4(tmp, self.fps) as writer:
+                for frames in batches:
                     for frame in frames.cpu().numpy():
-                        if self.aborted.is_set():
-                            break
+                        if self.aborted.is_set():  # write_atomically removes the partial file
+                            raise InterruptedError("aborted")
                         writer.append_data(frame)
-                    bar.update(len(frames))
-                if self.aborted.is_set():  # write_atomically removes the partial file
-                    raise InterruptedError("aborted")
+                    with self.lock:
+                        self.bar.update(len(frames))
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            write_atomically(self.path, write)
+            os.makedirs(self.folder, exist_ok=True)
+            write_atomically(path, write)
         except Exception as e:  # noqa: BLE001 - whatever it is, every rank must hear of it (run's exchange)
-            self.error = f"rank {self.rank} could not write {self.path!r} ({type(e).__name__}: {e})"
-        finally:
-            self.done.set()
+            with self.lock:
+                if not self.aborted.is_set():  # the first failure; the segments still encoding stop
+                    self.error = f"rank {self.rank} could not write {path!r} ({type(e).__name__}: {e})"
+                    self.aborted.set()
 
     def close(self, abort=False):
-        """Wait for the last frame to be written (abort: stop at the next frame, and no file)."""
-        if self.thread is None:
-            return None if abort else f"rank {self.rank} has no frames to write to {self.path!r}"
+        """Wait for the last segment to be written (abort: stop at the next frame; no part of a segment is left, but
+        whole ones may be: run removes the folder)."""
+        if not self.jobs and not self.held:
+            self.pool.shutdown()
+            return None if abort else f"rank {self.rank} has no frames to write to {self.folder!r}"
         if abort:
             self.aborted.set()
-        self.batches.put(None)
+            for job in self.jobs:
+                job.cancel()  # those not started
+        elif self.held:  # the clip's last, shorter segment
+            self.submit()
         interrupted = False
-        while not self.done.is_set():  # an Event, not Thread.join: see clip_parallel.run_ranks (Ctrl-C in join)
+        while True:  # futures.wait waits on an Event, not Thread.join: see clip_parallel.run_ranks (Ctrl-C in join)
             try:
-                self.done.wait()
-            except KeyboardInterrupt:  # stop the encoder too, then stop
+                wait(self.jobs)
+                break
+            except KeyboardInterrupt:  # stop the encoders too, then stop
                 self.aborted.set()
                 interrupted = True
+        self.pool.shutdown()
+        if self.bar is not None:
+            self.bar.close()
         if interrupted:
             raise KeyboardInterrupt
-        return self.error
+        return None if abort else self.error
 
 
 def segment_folder(out):
     """The temporary folder of the ranks' mp4 segments, beside the output; removed when the video is done or failed."""
     return os.path.splitext(os.path.abspath(out))[0] + ".segments.partial"
-
-
-def segment_name(rank):
-    return f"rank{rank:05d}.mp4"
 
 
 def decode_delay(ffmpeg, path, fps):
@@ -330,9 +369,9 @@ def decode_delay(ffmpeg, path, fps):
     return round(-dts * time_base * fps)
 
 
-def join_segments(folder, ranks, out, fps):
-    """Rank 0: the segments rank00000.mp4 ... in `folder`, in rank order, into the mp4 `out`, atomically, without
-    re-encoding (the frames are the segments' bits).
+def join_segments(folder, names, out, fps):
+    """Rank 0: the mp4 segments `names` in `folder` (video_segments), in order, into the mp4 `out`, atomically,
+    without re-encoding (the frames are the segments' bits).
 
     The concat demuxer shifts each segment's timestamps by the durations before it: presentation times come out
     evenly spaced, decoding times too when every segment has the same decode delay. Segments of 1 or 2 frames have
@@ -342,7 +381,6 @@ def join_segments(folder, ranks, out, fps):
     increasing."""
     import imageio_ffmpeg
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
-    names = [segment_name(r) for r in range(ranks)]
     missing = [n for n in names if not os.path.isfile(os.path.join(folder, n))]
     if missing:
         raise OutputError(f"the segments {', '.join(missing)} are not in {folder!r}: the ranks wrote them elsewhere "
@@ -351,7 +389,8 @@ def join_segments(folder, ranks, out, fps):
     with open(listing, "w") as f:  # names relative to the list's folder: no quoting of the user's path needed
         f.writelines(f"file '{n}'\n" for n in names)
     try:
-        delay = max(decode_delay(ffmpeg, os.path.join(folder, n), fps) for n in names)
+        with ThreadPoolExecutor(8) as pool:  # each reads one packet, but ffmpeg takes ~0.1 s to start
+            delay = max(pool.map(lambda n: decode_delay(ffmpeg, os.path.join(folder, n), fps), names))
         write_atomically(out, lambda tmp: subprocess.run(
             [ffmpeg, "-v", "error", "-y", "-f", "concat", "-i", listing, "-map", "0:v:0", "-c", "copy",
              "-bsf:v", f"setts=pts=PTS:dts=(N-{delay})/({fps}*TB)", tmp], capture_output=True, text=True, check=True))
@@ -585,10 +624,11 @@ def check_out(args, ranks):
         ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     except (ImportError, RuntimeError) as e:
         raise UserError(f"--out: writing mp4 needs ffmpeg: pip install imageio-ffmpeg ({e})") from None
-    if ranks > 1:  # join_segments rewrites decoding times with the setts filter: ffmpeg >= 4.4 (imageio-ffmpeg >= 0.6)
+    if len(video_segments(args.frames, ranks)) > 1:  # join_segments rewrites decoding times with the setts filter:
+        # ffmpeg >= 4.4 (imageio-ffmpeg >= 0.6)
         filters = subprocess.run([ffmpeg, "-hide_banner", "-bsfs"], capture_output=True, text=True).stdout.split()
         if "setts" not in filters:
-            raise UserError(f"--out: joining the ranks' mp4 segments needs ffmpeg 4.4 or newer (its setts filter), "
+            raise UserError(f"--out: joining the mp4 segments needs ffmpeg 4.4 or newer (its setts filter), "
                             f"which {ffmpeg!r} is not: pip install -U imageio-ffmpeg")
 
 
@@ -752,11 +792,12 @@ def run(args):
     new_folders = missing_folders(args.out)  # before any rank writes: the folders this run makes
     folder = segment_folder(args.out)
     ranks = torch.distributed.get_world_size() if real else args.emulate or 1
+    encoders = encoders_per_rank(int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if real else ranks)
 
     def clip_to_mp4(comm):
         """One rank: its clip, decoded and encoded at once into its mp4 segment -> (..., None or why it failed)."""
         start, stop = split_frames(s.frames, ranks)[comm.rank]
-        writer = Mp4Writer(os.path.join(folder, segment_name(comm.rank)), args.save_fps, stop - start, comm.rank)
+        writer = Mp4Writer(folder, comm.rank, args.save_fps, stop - start, encoders)
         # On a GPU x264 encodes on the CPU while the VAE decodes; on a CPU both would share its cores, and the
         # decoder's threads lose more to the encoder's than the encoding takes (2 cores, 48 frames at 128x128:
         # decode 3.4-4.0 s -> 4.7-5.2 s beside a 0.3 s write), so there the clip is encoded once decoded
@@ -809,10 +850,11 @@ def run(args):
             done = True
             return None
         t = time.perf_counter()
-        if ranks > 1:
-            join_segments(folder, ranks, args.out, args.save_fps)
+        segments = video_segments(s.frames, ranks)
+        if len(segments) > 1:
+            join_segments(folder, segments, args.out, args.save_fps)
         else:  # its one segment is the video
-            os.replace(os.path.join(folder, segment_name(0)), args.out)
+            os.replace(os.path.join(folder, segments[0]), args.out)
         timings["join"] = time.perf_counter() - t
         t = time.perf_counter()
         root = os.path.splitext(args.out)[0]

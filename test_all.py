@@ -1281,7 +1281,7 @@ def test_sample_compile_cache_holds_the_run(fake_checkpoint, tmp_path, monkeypat
     out = tmp_path / "out" / "video.mp4"
     assert sample.main(sample_args(fake_checkpoint, out, "--compile", "--compile-cache", path)) == 0
     # one clip length in this process: graphs specialised to it
-    assert events == [("load", path), ("accelerate", True, False), ("save", path, [sample.segment_name(0)])]
+    assert events == [("load", path), ("accelerate", True, False), ("save", path, sample.segment_names(0, 13))]
     assert out.exists()
 
 
@@ -1311,12 +1311,13 @@ def test_joined_segments_are_the_single_encoders_video(clips, tmp_path):
     import imageio_ffmpeg
     fps, source = 8, moving_gradient(sum(clips))
     write_video(tmp_path / "single.mp4", source, fps)
-    folder, start = tmp_path / "video.segments.partial", 0
+    folder, start, names = tmp_path / "video.segments.partial", 0, []
     folder.mkdir()
     for rank, n in enumerate(clips):
-        write_video(folder / sample.segment_name(rank), source[start:start + n], fps)
+        names.append(sample.segment_names(rank, n)[0])
+        write_video(folder / names[-1], source[start:start + n], fps)
         start += n
-    sample.join_segments(str(folder), len(clips), str(tmp_path / "joined.mp4"), fps)
+    sample.join_segments(str(folder), names, str(tmp_path / "joined.mp4"), fps)
     joined, single = iio.imread(tmp_path / "joined.mp4").astype(int), iio.imread(tmp_path / "single.mp4").astype(int)
     meta = iio.immeta(tmp_path / "joined.mp4")
     assert joined.shape == single.shape == source.shape
@@ -1330,39 +1331,60 @@ def test_joined_segments_are_the_single_encoders_video(clips, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["joined.mp4", "single.mp4", "video.segments.partial"]
 
 
-def test_mp4_writer_encodes_while_frames_come(tmp_path):
-    """sample.Mp4Writer (a rank's mp4, fed batch by batch from the decode loop) writes what write_video writes from
-    the whole clip at once: the same encoder, the same frames, the same pictures; aborted, it leaves no file."""
-    source = torch.from_numpy(moving_gradient(11))
-    write_video(tmp_path / "whole.mp4", source.numpy(), 8)
-    writer = sample.Mp4Writer(str(tmp_path / "seg" / "batches.mp4"), 8, len(source), rank=1)
-    assert writer.close(abort=True) is None and not (tmp_path / "seg").exists()  # nothing put: nothing made
-    writer = sample.Mp4Writer(str(tmp_path / "seg" / "batches.mp4"), 8, len(source), rank=1)
-    for i in range(0, len(source), 4):
-        writer.put(source[i:i + 4])
-    assert writer.close() is None
-    assert np.array_equal(iio.imread(tmp_path / "seg" / "batches.mp4"), iio.imread(tmp_path / "whole.mp4"))
-    writer = sample.Mp4Writer(str(tmp_path / "seg" / "aborted.mp4"), 8, len(source), rank=1)
-    writer.put(source[:4])
-    writer.close(abort=True)
-    assert sorted(os.listdir(tmp_path / "seg")) == ["batches.mp4"]
+def test_mp4_writer_encodes_while_frames_come(tmp_path, monkeypatch):
+    """sample.Mp4Writer (a rank's mp4 segments, fed batch by batch from the decode loop, several encoding at once)
+    writes what write_video writes from each segment's frames at once: the same encoder, the same frames, the same
+    pictures, whatever the batches; joined, they are the clip; aborted, it leaves no file."""
+    monkeypatch.setattr(sample, "SEGMENT_FRAMES", 4)
+    source, folder = torch.from_numpy(moving_gradient(11)), tmp_path / "seg"
+    names = sample.segment_names(1, len(source))
+    assert names == ["rank00001.part0000.mp4", "rank00001.part0001.mp4", "rank00001.part0002.mp4"]
+    assert sample.video_segments(11, 2) == sample.segment_names(0, 6) + sample.segment_names(1, 5)
+    writer = sample.Mp4Writer(str(folder), 1, 8, len(source), encoders=2)
+    assert writer.close(abort=True) is None and not folder.exists()  # nothing put: nothing made
+    for batch in (3, 5):  # batches that straddle the segments' ends
+        writer = sample.Mp4Writer(str(folder), 1, 8, len(source), encoders=2)
+        for i in range(0, len(source), batch):
+            writer.put(source[i:i + batch])
+        assert writer.close() is None
+        assert sorted(os.listdir(folder)) == names
+        for i, name in enumerate(names):
+            write_video(tmp_path / "whole.mp4", source[4 * i:4 * i + 4].numpy(), 8)
+            assert np.array_equal(iio.imread(folder / name), iio.imread(tmp_path / "whole.mp4")), (batch, name)
+    sample.join_segments(str(folder), names, str(tmp_path / "joined.mp4"), 8)
+    assert iio.imread(tmp_path / "joined.mp4").shape == source.shape
+    shutil.rmtree(folder)
+    writer = sample.Mp4Writer(str(folder), 1, 8, len(source), encoders=2)
+    writer.put(source[:6])
+    writer.close(abort=True)  # a whole segment may be written by then, never a part of one
+    assert not folder.exists() or set(os.listdir(folder)) <= {names[0]}
+    writer = sample.Mp4Writer(str(folder), 1, 8, len(source), encoders=2)
+    assert writer.close() == f"rank 1 has no frames to write to {str(folder)!r}"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert [sample.encoders_per_rank(ranks) for ranks in (1, 2, 8)] == [8, 4, 2]  # half the cores, at least 2
 
 
 def test_join_names_a_missing_segment(tmp_path):
     """A rank's segment that rank 0 cannot see (ranks on several hosts, no shared folder): one clear error."""
-    write_video(tmp_path / sample.segment_name(0), moving_gradient(2), 8)
-    with pytest.raises(sample.OutputError, match=r"the segments rank00001.mp4 are not in .*: the ranks wrote them "
-                       r"elsewhere \(ranks on several hosts need --out in a folder they all share\)"):
-        sample.join_segments(str(tmp_path), 2, str(tmp_path / "v.mp4"), 8)
+    names = sample.video_segments(2, 2)
+    write_video(tmp_path / names[0], moving_gradient(1), 8)
+    with pytest.raises(sample.OutputError, match=r"the segments rank00001.part0000.mp4 are not in .*: the ranks wrote "
+                       r"them elsewhere \(ranks on several hosts need --out in a folder they all share\)"):
+        sample.join_segments(str(tmp_path), names, str(tmp_path / "v.mp4"), 8)
     assert not (tmp_path / "v.mp4").exists()
 
 
-def test_sample_is_rank_invariant(fake_checkpoint, tmp_path):
-    """--emulate 1, --emulate 3 and 2 real gloo ranks (torchrun) give the same video."""
+def test_sample_is_rank_invariant(fake_checkpoint, tmp_path, monkeypatch):
+    """--emulate 1, --emulate 3 and 2 real gloo ranks (torchrun) give the same video; so do 2 emulated ranks that
+    each encode their clip as several segments."""
     runs = {}
     for n in (1, 3):
         assert sample.main(sample_args(fake_checkpoint, tmp_path / f"e{n}.mp4", "--emulate", str(n))) == 0
         runs[f"emulate {n}"] = load_file(tmp_path / f"e{n}.latents.safetensors")
+    with monkeypatch.context() as m:
+        m.setattr(sample, "SEGMENT_FRAMES", 3)  # clips of 7 and 6 frames: segments of 3, 3, 1 and 3, 3
+        assert sample.main(sample_args(fake_checkpoint, tmp_path / "s2.mp4", "--emulate", "2")) == 0
+    runs["emulate 2, segments"] = load_file(tmp_path / "s2.latents.safetensors")
     torchrun_ok(sample_args(fake_checkpoint, tmp_path / "t2.mp4"), "sample.py")
     runs["torchrun 2"] = load_file(tmp_path / "t2.latents.safetensors")
     one = runs.pop("emulate 1")
@@ -1370,14 +1392,15 @@ def test_sample_is_rank_invariant(fake_checkpoint, tmp_path):
         assert rel_err(other["latents"], one["latents"]) <= 1e-4, name
         assert (other["frames"].int() - one["frames"].int()).abs().max() <= 1, name
     assert one["latents"].shape[0] == 13
-    # the mp4s: one encoder (1 rank), segments joined (3 emulated ranks, 2 real ones): every frame, as far from the
-    # exact frames as the one encoder's (15.5 on average for this noisy random-weights video, all three); no segments
+    # the mp4s: one encoder (1 rank), segments joined (3 emulated ranks, 2 real ones, 2 ranks of 2-3 segments): every
+    # frame, as far from the exact frames as the one encoder's (15.5 on average for this noisy random-weights video,
+    # all four); no segments left
     error = {}
-    for name in ("e1", "e3", "t2"):
+    for name in ("e1", "e3", "t2", "s2"):
         video = iio.imread(tmp_path / f"{name}.mp4").astype(int)
         assert video.shape == one["frames"].shape and iio.immeta(tmp_path / f"{name}.mp4")["fps"] == 8, name
         error[name] = np.abs(video - one["frames"].numpy()).mean()
-    assert error["e3"] <= 1.02 * error["e1"] and error["t2"] <= 1.02 * error["e1"], error
+    assert all(error[name] <= 1.02 * error["e1"] for name in ("e3", "t2", "s2")), error
     assert not [f for f in os.listdir(tmp_path) if "partial" in f]
 
 
@@ -1621,7 +1644,8 @@ def test_missing_mp4_writer_is_found_before_any_compute(fake_checkpoint, tmp_pat
 
 
 def test_an_ffmpeg_that_cannot_join_is_found_before_any_compute(fake_checkpoint, tmp_path, capsys, monkeypatch):
-    """Several ranks need ffmpeg's setts filter (join_segments): an older ffmpeg is refused at once; one rank is not."""
+    """Several segments (here: ranks) need ffmpeg's setts filter (join_segments): an older ffmpeg is refused at once;
+    one segment is not."""
     import imageio_ffmpeg
     old = tmp_path / "bin" / "ffmpeg"  # an ffmpeg 4.2 as far as sample.py asks: its bitstream filters, no setts
     old.parent.mkdir()
@@ -1630,7 +1654,7 @@ def test_an_ffmpeg_that_cannot_join_is_found_before_any_compute(fake_checkpoint,
     monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", lambda: str(old))
     monkeypatch.setattr(sample, "load_parts", lambda *a: pytest.fail("loaded the model before checking ffmpeg"))
     code, err = run_error_case(["--emulate", "2"], tmp_path, *fake_checkpoint, capsys)
-    assert code == 2 and f"joining the ranks' mp4 segments needs ffmpeg 4.4 or newer (its setts filter), which " \
+    assert code == 2 and f"joining the mp4 segments needs ffmpeg 4.4 or newer (its setts filter), which " \
         f"'{old}' is not: pip install -U imageio-ffmpeg" in err and "Traceback" not in err
     assert files_under(tmp_path) == sorted([str(old.parent), str(old)])
     with pytest.raises(pytest.fail.Exception, match="loaded the model"):  # one rank: checked, then on to the model

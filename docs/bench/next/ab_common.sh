@@ -13,9 +13,12 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
         e = res["e2e"]
         print(os.path.basename(path), "timings", {k: round(v, 2) for k, v in e["timings_s"].items()}, "per eval",
               round(e["s_per_eval_after_first"], 3))
-    else:
+    elif "frames_per_gpu" in res["rows"][0]:
         print(os.path.basename(path), [(r["frames_per_gpu"], round(r["ms"], 1), round(r["peak_gib"], 2))
                                        for r in res["rows"]], "check", res.get("check"))
+    else:  # a probe's rows
+        print(os.path.basename(path), [{k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()}
+                                       for r in res["rows"]])
 PY
   tail -3 $R/log/*.err 2>/dev/null
   tar czf $OUT/$3.tgz -C $R log progress 2>/dev/null
