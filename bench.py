@@ -1,6 +1,7 @@
 """Forward-pass benchmark of the clip-parallel VideoCrafter2 UNet (random weights), one table per run.
 
     python bench.py                                  # 1 GPU: n = 24, 128, 288 frames, batch 2 (CFG), 320x512, bf16
+    python bench.py --cuda-graph                     # the same, each forward replayed as a CUDA graph (README)
     torchrun --nproc_per_node 2 bench.py             # N GPUs, n frames PER GPU (an N*n-frame video), NCCL
     python bench.py --smoke --json out.json          # CPU smoke test: the tiny UNet of simulate.py, float32
     python bench.py --e2e --frames 2300 --steps 30   # end to end through sample.py (random weights), per phase

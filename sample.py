@@ -254,9 +254,9 @@ def open_mp4(path, fps):
 #
 # One x264 process keeps ~5 of an H200 machine's 16 cores busy on 320x512 frames: 1 / 2 / 3 / 6 encoders side by side
 # wrote 70 / 127 / 147 / 179 frames/s of noise (random weights' frames, the slowest to encode), 359 / 665 / 752 / 894
-# of smooth moving pictures, while the VAE decodes ~140 frames/s (docs/BENCH.md run 44). A segment starts with a
-# keyframe: 96 frames is one every 4 s at 24 fps, as streaming video has; shorter segments encode slower (one x264
-# over 576 noise frames: 86 frames/s).
+# of smooth moving pictures, while the VAE decodes ~140 frames/s (docs/BENCH.md run 44; run 45: 1150 frames' write
+# after their decode 6.2 -> 1.5 s). A segment starts with a keyframe: 96 frames is one every 4 s at 24 fps, as
+# streaming video has; shorter segments encode slower (one x264: 86 noise frames/s over 576, 70 over 96).
 SEGMENT_FRAMES = 96
 
 
@@ -464,7 +464,7 @@ def parse_args(argv=None):
     a("--emulate", type=int, metavar="N", help="run N emulated ranks in this process (CPU debugging, tests; not "
       "under torchrun)")
     a("--compile", action="store_true", help="torch.compile the UNet's per-frame layers and the clip-parallel "
-      "arithmetic between communication stages, instead of fast.py's Triton kernels: on one H200 no faster a step, "
+      "arithmetic between communication stages, instead of fast.py's Triton kernels: on one H200 slower a step, "
       "after a one-off compile at the first step (~2 minutes with an empty cache, less once cached; see "
       "docs/usage.md; not with --emulate or --plain)")
     a("--compile-cache", metavar="PATH", help="with --compile: load the compiled graphs and kernels from PATH if it "

@@ -9,12 +9,14 @@
 #       (issue 19's headline video; ~290 s with an empty compile cache: one rank alone in runs 34-35, 1150 frames,
 #       took 115-120 s for the first step, then 5.07-5.10 s a step, then 8.5 s to decode and 6-7 s more to write
 #       random noise)
-#   bash docs/bench/next/run_x2.sh e    # the same without --compile, the faster run on a machine with an empty
-#       compile cache (one rank alone in run 41: ~174 s, 4.9 s a step, 11 s for the first step with Triton's kernels)
+#   bash docs/bench/next/run_x2.sh e    # the same without --compile, the faster run, cold or warm (one rank alone
+#       in run 45: 157.5 s, 4.46 s a step, 12 s for the first step with Triton's kernels, decode 8.8 s, then 2.1 s
+#       to finish the mp4 segments and join them)
 #   (.whl is git-ignored; if missing: python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12
 #    --implementation cp --platform manylinux2014_x86_64 -d .whl imageio-ffmpeg==0.6.0; the ranks' mp4 segments are
 #    joined with ffmpeg's setts filter, which 0.5.1's ffmpeg 4.2 lacks)
-# If part a fell back to no graph, drop --cuda-graph from b and c.
+# Parts a-c time the forward as the README's table has it since run 44: fast.py's Triton kernels, no compile, the
+# forward recorded as a CUDA graph. If part a fell back to no graph, drop --cuda-graph from b and c.
 # bench under torchrun times each n twice: the 2-rank forward and every rank alone at once ("solo", no
 # communication), so "comm x" is the exposed cost of the exchanges; the lone-GPU ratio comes from runs 23 and 24.
 # --cuda-graph with 2 NCCL ranks was never run (GraphedClipForward records the halo exchanges and all-gathers):
@@ -26,15 +28,15 @@ case "$1" in
 a)
   timeout 60 torchrun --nproc_per_node 2 simulate.py 2>&1 | t 3
   timeout 150 torchrun --nproc_per_node 2 simulate.py --compile --dtype float32 2>&1 | t 3
-  timeout 240 torchrun --nproc_per_node 2 bench.py --compile --cuda-graph --frames-per-gpu 24 \
+  timeout 240 torchrun --nproc_per_node 2 bench.py --cuda-graph --frames-per-gpu 24 \
       --json $OUT/x2_a.json 2>&1 | t 6 \
-  || timeout 140 torchrun --nproc_per_node 2 bench.py --compile --frames-per-gpu 24 --check-frames 0 \
+  || timeout 140 torchrun --nproc_per_node 2 bench.py --frames-per-gpu 24 --check-frames 0 \
       --json $OUT/x2_a_nograph.json 2>&1 | t 6 ;;
 b)
-  timeout 560 torchrun --nproc_per_node 2 bench.py --compile --cuda-graph --frames-per-gpu 128 288 --check-frames 0 \
+  timeout 560 torchrun --nproc_per_node 2 bench.py --cuda-graph --frames-per-gpu 128 288 --check-frames 0 \
       --iters 3 --json $OUT/x2_b.json 2>&1 | t 6 ;;
 c)
-  timeout 580 torchrun --nproc_per_node 2 bench.py --compile --cuda-graph --frames-per-gpu 1024 --check-frames 0 \
+  timeout 580 torchrun --nproc_per_node 2 bench.py --cuda-graph --frames-per-gpu 1024 --check-frames 0 \
       --iters 3 --json $OUT/x2_c.json 2>&1 | t 6 ;;
 d)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
