@@ -706,22 +706,38 @@ def transformer_block_forward(block, x, context=None):
     return r
 
 
-def resblock_frame_layers(block, x, emb):
-    """model.ResBlock.frame_layers, channels-last inside: x ((b t), c, h, w) channels-first -> channels-first. Each
-    conv's bias is folded into the pass after it: conv1's (and the embedding) into the next GroupNorm, conv2's into
-    the residual add, as is the 1x1 skip conv's, which runs as a GEMM on the channels-first x."""
-    norm1, conv1, norm2, conv2 = block.in_layers[0], block.in_layers[2], block.out_layers[0], block.out_layers[3]
-    h = frame_pass(x, norm1, silu=True)  # channels-last from here
-    h = F.conv2d(h, conv1.weight, None, padding=1)
+def residual_block(x, norm1, conv1, norm2, conv2, shortcut=None, pre=None, channels_last=False):
+    """shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x))) + pre))), channels-last inside (pre: a constant per frame
+    and channel, the UNet's time embedding, or None), written channels-last or channels-first. Each conv's bias is
+    folded into the pass after it: conv1's (with pre) into the next GroupNorm, conv2's and the 1x1 shortcut's into
+    the residual add; the shortcut runs as a GEMM in x's own layout."""
     f32 = torch.promote_types(x.dtype, torch.float32)
-    pre = block.emb_layers(emb).to(f32) + conv1.bias.to(f32)  # ((b t), c_out): per frame and channel
+    h = F.conv2d(frame_pass(x, norm1, silu=True), conv1.weight, None, padding=1)  # channels-last from here
+    pre = conv1.bias.to(f32).expand(len(x), -1) if pre is None else pre.to(f32) + conv1.bias.to(f32)
     h = F.conv2d(frame_pass(h, norm2, pre, silu=True), conv2.weight, None, padding=1)
     skip, bias = x, conv2.bias.to(f32)
-    if isinstance(block.skip_connection, nn.Conv2d):  # (c_out, c) @ (c, h w) per frame: channels-first, no copies
-        w = block.skip_connection.weight[:, :, 0, 0]
-        skip = torch.bmm(w.expand(len(x), -1, -1), x.flatten(2)).view(len(x), -1, *x.shape[2:])
-        bias = bias + block.skip_connection.bias.to(f32)
-    return frame_pass(h, residual=skip, bias=bias, channels_last=False)
+    if shortcut is not None:
+        w = shortcut.weight[:, :, 0, 0]  # (c_out, c)
+        if x.is_contiguous():  # (c_out, c) @ (c, h w) per frame: channels-first, no copies
+            skip = torch.bmm(w.expand(len(x), -1, -1), x.flatten(2)).view(len(x), -1, *x.shape[2:])
+        else:  # channels-last: (h w, c) @ (c, c_out) per frame
+            skip = F.linear(x.permute(0, 2, 3, 1), w).permute(0, 3, 1, 2)
+        bias = bias + shortcut.bias.to(f32)
+    return frame_pass(h, residual=skip, bias=bias, channels_last=channels_last)
+
+
+def resblock_frame_layers(block, x, emb):
+    """model.ResBlock.frame_layers: x ((b t), c, h, w) channels-first -> channels-first (the temporal layers read
+    frames-major memory), channels-last inside."""
+    skip = block.skip_connection if isinstance(block.skip_connection, nn.Conv2d) else None
+    return residual_block(x, block.in_layers[0], block.in_layers[2], block.out_layers[0], block.out_layers[3], skip,
+                          pre=block.emb_layers(emb))
+
+
+def vae_resnet_forward(block, x):
+    """model.ResnetBlock.forward (the VAE decoder's): x (n, c, H, W) in any layout -> channels-last."""
+    return residual_block(x, block.norm1, block.conv1, block.norm2, block.conv2, getattr(block, "nin_shortcut", None),
+                          channels_last=True)
 
 
 def spatial_transformer_forward(st, x, context):
@@ -784,13 +800,15 @@ class CompileOnly:
         return launch
 
 
-def compile_kernels(unet, latent, clip_frames, fps, threads=None):
+def compile_kernels(unet, latent, clip_frames, fps, vae=None, decode_batch=1, threads=None):
     """Compile, side by side, the Triton kernel variants that `unet`'s forwards (fast forms swapped in) will launch
     on clips of `clip_frames` frames of `latent` (c, h, w), before the first of them: one stand-in forward of one rank
     alone, batch 2 (cond and uncond), every launch compiling instead of running, its output dropped. Its clip has
     48 + n % 16 frames (n itself up to 64): the sizes Triton specialises on divide by 16 as at n, and the attention's
-    query tile is as wide. A variant it misses (the halos of a rank with neighbours, say) compiles at its first
-    launch, as without it. A no-op where the kernels do not run (a CPU; Triton's interpreter compiles nothing)."""
+    query tile is as wide. With `vae` (its decoder's fast forms swapped in), the decoder's too: a stand-in decode per
+    batch size the clip is decoded in (decode_batch frames, and the rest), each of b frames if b <= 16, else of
+    16 + b % 16. A variant it misses (the halos of a rank with neighbours, say) compiles at its first launch, as
+    without it. A no-op where the kernels do not run (a CPU; Triton's interpreter compiles nothing)."""
     weight = next(unet.parameters())
     if INTERPRET or not use_kernels(weight):
         return
@@ -805,6 +823,11 @@ def compile_kernels(unet, latent, clip_frames, fps, threads=None):
     try:
         with torch.no_grad():
             clip_forward(unet, EmulatedComm(EmulatedGroup(1), 0), n, x, timesteps, context, fps)
+            if vae is not None:  # the decoder's batch sizes: decode_batch frames, and the rest
+                dtype = next(vae.parameters()).dtype
+                for b in {min(decode_batch, clip_frames), clip_frames % decode_batch} - {0}:
+                    vae.decode(x.new_zeros(min(b, 16 + b % 16), vae.post_quant_conv.in_channels, *latent[1:],
+                                           dtype=dtype))
     finally:
         for u in undo:
             u()
@@ -882,6 +905,33 @@ def accelerate(unet, compile=False, backend="inductor", any_length=True):
             for config, values in COMPILER_SETTINGS if compile else ():
                 settings.enter_context(config.patch(values))
             yield unet
+    finally:
+        for u in reversed(undo):
+            u()
+
+
+def decoder_forms(vae):
+    """Swap the VAE decoder's layers for channels-last forms from its first ResnetBlock on (cuDNN's NHWC convs without
+    transposes): its ResnetBlocks as vae_resnet_forward, its other GroupNorms (the mid block's attention, norm_out) as
+    frame_pass, which keeps the layout (F.group_norm on CUDA copies a channels-last input to NCHW); returns the undo
+    list."""
+    undo = []
+    for m in vae.decoder.modules():
+        if isinstance(m, model.ResnetBlock):
+            undo.append(swap(m, "forward", functools.partial(vae_resnet_forward, m)))
+        elif isinstance(m, model.AttnBlock):
+            undo.append(swap(m.norm, "forward", functools.partial(frame_pass, norm=m.norm)))
+    undo.append(swap(vae.decoder.norm_out, "forward", functools.partial(frame_pass, norm=vae.decoder.norm_out)))
+    return undo
+
+
+@contextmanager
+def accelerate_decoder(vae):
+    """decoder_forms while the block runs, where their Triton kernels run (a model on a GPU, with Triton; elsewhere
+    their PyTorch arithmetic is slower than the plain layers); restored on exit."""
+    undo = decoder_forms(vae) if use_kernels(next(vae.parameters())) else []
+    try:
+        yield vae
     finally:
         for u in reversed(undo):
             u()

@@ -173,7 +173,7 @@ class Settings:
     guidance: float = 12.0
     fps: int = 24
     seed: int = 0
-    decode_batch: int = 8
+    decode_batch: int = 32
 
 
 def latent_frame(unet, s):  # (c, h, w) of one frame of the latent video
@@ -473,7 +473,7 @@ def parse_args(argv=None):
       "(Dynamo still traces). Under torchrun one file per rank, PATH.rank<r>")
     a("--plain", action="store_true", help="run the plain clip-parallel layers of clip_parallel.py, not their fast "
       "forms of fast.py (the same numbers up to rounding; on GPUs the fast forms are the default, on CPU the plain)")
-    a("--decode-batch", type=int, default=8, help="frames per VAE decode call, bounds decode memory (default 8)")
+    a("--decode-batch", type=int, default=32, help="frames per VAE decode call, bounds decode memory (default 32)")
     a("--out", default="out/video.mp4", help="output mp4; a JSON sidecar with every setting is written "
       "beside it, OUT.json (default out/video.mp4; its folder is made when the video is written). With several "
       "ranks each encodes its own clip to an mp4 segment in a temporary folder beside it (OUT.segments.partial/) "
@@ -821,10 +821,13 @@ def run(args):
         try:
             # one clip length per process: compiled graphs specialised to it (traced in half the time: fast.py)
             forms = fast.accelerate(parts["unet"], compile=args.compile, any_length=False) if speed else nullcontext()
-            with fast.compile_cache(args.compile_cache), parallel_temporal_layers(parts["unet"], scope), forms:
+            # the VAE decoder on fast.py's kernels too, channels-last: at batch 32 1.6x faster on an H200 (run 39)
+            decoder = fast.accelerate_decoder(parts["vae"]) if speed else nullcontext()
+            with fast.compile_cache(args.compile_cache), parallel_temporal_layers(parts["unet"], scope), forms, decoder:
                 if speed and not args.compile:  # Triton's kernels compiled side by side, not one by one in step 1
                     for n in sorted({stop - start for start, stop in split_frames(s.frames, ranks)}):
-                        fast.compile_kernels(parts["unet"], latent_frame(parts["unet"], s), n, s.fps)
+                        fast.compile_kernels(parts["unet"], latent_frame(parts["unet"], s), n, s.fps, parts["vae"],
+                                             s.decode_batch)
                 if real:
                     comm = DistComm()
                     video, latents, t_denoised, t_decoded, error = clip_to_mp4(comm)

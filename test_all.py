@@ -509,6 +509,10 @@ def frame_layer_cases(dtype):  # (name, plain call, fast form call) of each eage
                   functools.partial(fast.transformer_block_forward, chunked, y, context)))
     geglu = simulate.randomize(model.GEGLU(48, 1100), 2).to(dtype).eval()  # 1100: a partial tile of the kernel's
     cases.append(("GEGLU", functools.partial(geglu, context), functools.partial(fast.geglu_forward, geglu, context)))
+    vae = simulate.randomize(model.ResnetBlock(64, 96), 3).to(dtype).eval()  # the VAE's, with its 1x1 shortcut
+    x_last = x.contiguous(memory_format=torch.channels_last)  # as the decoder hands it on
+    cases.append(("VAE ResnetBlock", functools.partial(vae, x_last),
+                  functools.partial(fast.vae_resnet_forward, vae, x_last)))
     return cases
 
 
@@ -520,7 +524,27 @@ def test_fast_frame_layers_equal_plain():
     with torch.no_grad():
         for name, plain, quick in frame_layer_cases(torch.float64):
             a, b = plain(), quick()
-            assert rel_err(b, a) <= 1e-12 and b.is_contiguous(), name
+            layout = torch.channels_last if name.startswith("VAE") else torch.contiguous_format
+            assert rel_err(b, a) <= 1e-12 and b.is_contiguous(memory_format=layout), name
+
+
+def test_fast_decoder_equals_plain():
+    """fast.decoder_forms against the plain VAE decoder (float64, the fixture's tiny VAE with random weights): the same
+    frames up to rounding, written channels-last; everything restored by the undo list. (fast.accelerate_decoder
+    swaps them in where their Triton kernels run, a GPU: on this CPU it leaves the decoder as it is.)"""
+    cfg = fixture_json("vae_tiny.json")["params"]
+    vae = simulate.randomize(model.AutoencoderKL(cfg["ddconfig"], cfg["embed_dim"]), 0).double().eval()
+    z = torch.randn(3, cfg["embed_dim"], 5, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        plain = vae.decode(z)
+        with fast.accelerate_decoder(vae):
+            assert "forward" not in vars(vae.decoder.mid.block_1)  # the plain layer's own forward
+        undo = fast.decoder_forms(vae)
+        quick = vae.decode(z)
+        for u in reversed(undo):
+            u()
+        assert torch.equal(vae.decode(z), plain)
+    assert rel_err(quick, plain) <= 1e-12 and quick.is_contiguous(memory_format=torch.channels_last)
 
 
 FRAME_KERNELS_INTERPRETED = """
@@ -593,6 +617,14 @@ with parallel_temporal_layers(unet, DualScope()), fast.accelerate(unet):
     assert all(m.ops is fast.KERNELS for m in unet.modules() if isinstance(m, fast.FastGroupNorm))
     assert all(m.forward.func is fast.temporal_transformer_forward and m.forward.args[1] is fast.KERNELS
                for m in unet.modules() if isinstance(m, model.TemporalTransformer))
+# the VAE decoder on the kernels (fast.accelerate_decoder swaps its forms in where they run) against the plain one
+cfg = test_all.fixture_json("vae_tiny.json")["params"]
+vae = test_all.simulate.randomize(model.AutoencoderKL(cfg["ddconfig"], cfg["embed_dim"]), 0).eval()
+z = torch.randn(2, cfg["embed_dim"], 5, 6, generator=g)
+with torch.no_grad(), fast.accelerate_decoder(vae):
+    quick = vae.decode(z)
+with torch.no_grad():
+    assert test_all.rel_err(quick.double(), vae.decode(z).double()) <= 2e-5
 print("ok")
 """
 
@@ -600,8 +632,8 @@ print("ok")
 def test_fast_frame_kernels_interpreted():
     """fast.py's Triton kernels (a GPU's eager per-frame forms) run on a CPU by Triton's interpreter: the GroupNorm
     from the channels' moments with its SiLU, the residual add, each with its layout change, against float64 PyTorch,
-    float32 and bfloat16, each layout in and out, partial tiles; then the per-frame forms and GEGLU whole against the
-    plain layers."""
+    float32 and bfloat16, each layout in and out, partial tiles; then the per-frame forms, GEGLU and the VAE decoder
+    whole against the plain layers."""
     pytest.importorskip("triton")
     run = subprocess.run([sys.executable, "-c", FRAME_KERNELS_INTERPRETED], cwd=HERE, capture_output=True, text=True,
                          env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=600)
@@ -609,8 +641,9 @@ def test_fast_frame_kernels_interpreted():
 
 
 def test_compile_kernels_ahead(tiny_unet, monkeypatch):
-    """fast.compile_kernels: one stand-in forward on a short clip (48 + n % 16 frames) in which every launch of
-    fast.py's Triton kernels compiles its variant in a thread (kernel.warmup), once per variant, and runs nothing;
+    """fast.compile_kernels: one stand-in forward on a short clip (48 + n % 16 frames), and stand-in decodes of the
+    VAE decoder's batch sizes, in which every launch of fast.py's Triton kernels compiles its variant in a thread
+    (kernel.warmup), once per variant, and runs nothing;
     the kernels are back afterwards, a compile that fails is a warning. Fake kernels here (a CPU compiles none)."""
     calls = collections.defaultdict(list)
 
@@ -631,15 +664,20 @@ def test_compile_kernels_ahead(tiny_unet, monkeypatch):
         monkeypatch.setattr(fast, name, fake, raising=False)
     monkeypatch.setattr(fast, "use_kernels", lambda x: True)
     unet = copy.deepcopy(tiny_unet)
-    with clip_parallel.parallel_temporal_layers(unet, DualScope()), fast.accelerate(unet):
+    cfg = fixture_json("vae_tiny.json")["params"]
+    vae = model.AutoencoderKL(cfg["ddconfig"], cfg["embed_dim"]).eval()
+    with clip_parallel.parallel_temporal_layers(unet, DualScope()), fast.accelerate(unet), \
+            fast.accelerate_decoder(vae):
         with pytest.warns(UserWarning, match="did not compile ahead"):
-            fast.compile_kernels(unet, (4, 8, 8), 130, 8)
+            fast.compile_kernels(unet, (4, 8, 8), 130, 8, vae, decode_batch=32)
     assert all(getattr(fast, name) is fake for name, fake in fakes.items())  # the kernels back
     assert sorted(calls) == sorted(fast.TRITON_KERNELS)
     for name, launches in calls.items():  # each variant compiled once
         keys = [fast.variant(args, kwargs) for args, kwargs in launches]
         assert len(set(keys)) == len(keys) > 0, name
     assert {args[7] for args, _ in calls["dual_scope_kernel"]} == {48 + 130 % 16}  # the stand-in clip's frames
+    # the decoder's batches of 32 frames and the last of 2 (130 = 4 x 32 + 2): stand-in decodes of 16 and 2 frames
+    assert {2, 16} <= {args[12] for args, _ in calls["frame_pass_kernel"]}
     monkeypatch.setattr(fast, "use_kernels", lambda x: False)  # where the kernels do not run: nothing at all
     calls.clear()
     fast.compile_kernels(unet, (4, 8, 8), 130, 8)
@@ -1276,12 +1314,19 @@ def test_sample_compile_cache_holds_the_run(fake_checkpoint, tmp_path, monkeypat
     def accelerate(unet, compile=False, any_length=True):
         events.append(("accelerate", compile, any_length))
         yield unet
+
+    @contextmanager
+    def accelerate_decoder(vae):
+        events.append(("decoder",))
+        yield vae
     monkeypatch.setattr(fast, "compile_cache", compile_cache)
     monkeypatch.setattr(fast, "accelerate", accelerate)
+    monkeypatch.setattr(fast, "accelerate_decoder", accelerate_decoder)
     out = tmp_path / "out" / "video.mp4"
     assert sample.main(sample_args(fake_checkpoint, out, "--compile", "--compile-cache", path)) == 0
-    # one clip length in this process: graphs specialised to it
-    assert events == [("load", path), ("accelerate", True, False), ("save", path, sample.segment_names(0, 13))]
+    # one clip length in this process: graphs specialised to it; the decoder's fast forms too
+    assert events == [("load", path), ("accelerate", True, False), ("decoder",),
+                      ("save", path, sample.segment_names(0, 13))]
     assert out.exists()
 
 
