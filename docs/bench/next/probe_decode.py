@@ -4,9 +4,11 @@ encoding left; issue 19's target is <= 5 s for both): how fast the VAE decoder c
     python3 docs/bench/next/probe_decode.py --frames 128        # one GPU, ~2 min (compiling the decoder: ~1 min)
 
 Decoder: VC2's VAE with random weights in bf16, latents of 40x64 (320x512 frames), as sample.py calls it (NCHW,
---decode-batch 8), then the variants a fast form could use: larger batches, channels-last memory (cuDNN's NHWC
-kernels without transposes), torch.compile of the decoder (fuses GroupNorm + SiLU), both. Per variant: ms per frame
-(CUDA events, after a warm-up) and the largest difference from sample.py's frames in uint8 levels.
+--decode-batch 8), then the variants a fast form could use: larger batches, fast.accelerate_decoder (channels-last
+from the first ResnetBlock, GroupNorm + SiLU as fast.py's Triton kernels), channels-last memory throughout (cuDNN's
+NHWC kernels without transposes, F.group_norm's copies), torch.compile of the decoder (fuses GroupNorm + SiLU), both.
+Per variant: ms per frame (CUDA events, after a warm-up) and the largest difference from sample.py's frames in uint8
+levels.
 Encoder: open_mp4 (sample.py's x264 settings) on this machine's CPUs, frames per second for the decoder's frames
 (random weights: noise, x264's worst case) and for a smooth moving gradient (closer to a real video).
 """
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")))
+import fast  # noqa: E402
 import model  # noqa: E402
 from sample import open_mp4  # noqa: E402
 from simulate import randomize  # noqa: E402
@@ -74,7 +77,13 @@ def main():
           f"{os.cpu_count()} CPUs")
     reference = decode_all(vae.decode, z, 8, False)
     compiled = torch.compile(vae.decode, dynamic=False)
+
+    def fast_decode(zi):  # fast.accelerate_decoder: channels-last from the first ResnetBlock, Triton GroupNorms
+        with fast.accelerate_decoder(vae):
+            return vae.decode(zi)
     variants = [("sample.py: NCHW, batch 8", vae.decode, 8, False), ("NCHW, batch 32", vae.decode, 32, False),
+                ("fast.accelerate_decoder, batch 8", fast_decode, 8, False),
+                ("fast.accelerate_decoder, batch 32", fast_decode, 32, False),
                 ("channels-last, batch 8", vae.decode, 8, True), ("channels-last, batch 32", vae.decode, 32, True),
                 ("compiled, batch 8", compiled, 8, False), ("compiled + channels-last, batch 8", compiled, 8, True)]
     for name, decode, batch, channels_last in variants:
