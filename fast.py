@@ -19,6 +19,9 @@ same numbers (tests: equal to 1e-12 in float64) with fewer, larger kernels:
                       writes the sum's other term; a temporal layer's output sums one pass each;
                       all these kernels' variants compiled side by side before sample.py's first step
                       (compile_kernels)
+  VAE decoder         on a GPU (sample.py, compiled or not): channels-last from its first ResnetBlock on, the
+                      ResnetBlocks as the UNet's ResBlocks (residual_block), its GroupNorms on the same kernels
+                      (accelerate_decoder)
   compile             torch.compile of the arithmetic between two communication stages and of every layer that sees
                       one frame at a time, static shapes but the clip length (one graph per layer shape serves every
                       n; sample.py, one n a process: that static too), under COMPILER_SETTINGS; CUDA graphs
