@@ -578,10 +578,8 @@ def kernel_group_moments(x, groups, bias=None):
     if bias is not None:  # a channel's constant moves its mean only
         mean = mean + bias.to(mean.dtype)
     mean, m2 = (v.view(b, n, groups, -1).transpose(1, 2).flatten(2) for v in (mean, m2))  # (b, groups, n c/g)
-    hw = x[0, 0, 0].numel()  # every channel of every frame has hw pixels: equal weights
-    g_mean = mean.mean(2)
-    g_m2 = m2.sum(2) + hw * (mean - g_mean[..., None]).square().sum(2)
-    return torch.stack((torch.full_like(g_mean, mean.shape[2] * hw), g_mean, g_m2))
+    count = torch.full_like(mean, x[0, 0, 0].numel())  # every channel of every frame has h w pixels
+    return torch.stack(combine_moments(count, mean, m2, dim=2))  # channels and frames -> groups
 
 
 def kernel_normalize_silu(x, scale, shift):  # normalize_silu as one pass: -> (b, n, c, h, w)

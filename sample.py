@@ -475,8 +475,8 @@ def parse_args(argv=None):
       "forms of fast.py (the same numbers up to rounding; on GPUs the fast forms are the default, on CPU the plain)")
     a("--decode-batch", type=int, default=32, help="frames per VAE decode call, bounds decode memory (default 32)")
     a("--out", default="out/video.mp4", help="output mp4; a JSON sidecar with every setting is written "
-      "beside it, OUT.json (default out/video.mp4; its folder is made when the video is written). With several "
-      "ranks each encodes its own clip to an mp4 segment in a temporary folder beside it (OUT.segments.partial/) "
+      "beside it, OUT.json (default out/video.mp4; its folder is made when the video is written). Each rank "
+      "encodes its own clip as mp4 segments of 96 frames in a temporary folder beside it (OUT.segments.partial/) "
       "and rank 0 joins them without re-encoding: torchrun's ranks on one host share it; ranks on several hosts "
       "need OUT in a folder they all share")
     a("--overwrite", action="store_true", help="replace an existing --out file and the files beside it")
@@ -795,7 +795,7 @@ def run(args):
     encoders = encoders_per_rank(int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if real else ranks)
 
     def clip_to_mp4(comm):
-        """One rank: its clip, decoded and encoded at once into its mp4 segment -> (..., None or why it failed)."""
+        """One rank: its clip, decoded and encoded at once into its mp4 segments -> (..., None or why it failed)."""
         start, stop = split_frames(s.frames, ranks)[comm.rank]
         writer = Mp4Writer(folder, comm.rank, args.save_fps, stop - start, encoders)
         # On a GPU x264 encodes on the CPU while the VAE decodes; on a CPU both would share its cores, and the
