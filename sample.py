@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -239,10 +239,20 @@ def write_atomically(path, write):
             os.remove(tmp)
 
 
+@contextmanager
 def open_mp4(path, fps):
-    """imageio's writer of every mp4 here (one encoder or the ranks' segments): x264, crf 10, any frame size."""
+    """imageio's writer of every mp4 here (one encoder or the ranks' segments): x264, crf 10, any frame size. Closed
+    on leaving, an error too: imageio's own `with` leaves ffmpeg running after an error, which could then write `path`
+    after write_atomically has removed it."""
     import imageio.v2 as imageio
-    return imageio.get_writer(path, fps=fps, codec="libx264", quality=8, macro_block_size=1)
+    writer = imageio.get_writer(path, fps=fps, codec="libx264", quality=8, macro_block_size=1)
+    try:
+        yield writer
+    except BaseException:
+        with suppress(Exception):  # the error that stopped the writing is the one to report
+            writer.close()
+        raise
+    writer.close()
 
 
 # -----------------------------------------------------------------------------
