@@ -519,8 +519,8 @@ def frame_layer_cases(dtype):  # (name, plain call, fast form call) of each eage
 def test_fast_frame_layers_equal_plain():
     """The eager per-frame forms (channels-last inside, the conv biases folded into the passes after them) against
     model.ResBlock.frame_layers, model.SpatialTransformer.forward, model.TransformerBlock.forward (its residual sums
-    in the GEMMs, its FeedForward whole and in chunks) and model.GEGLU, float64, their PyTorch arithmetic
-    (a CPU): channels-first out, as in."""
+    in the GEMMs, its FeedForward whole and in chunks), model.GEGLU and the VAE's model.ResnetBlock, float64, their
+    PyTorch arithmetic (a CPU): channels-first out, as in (the VAE's: channels-last, as the decoder goes on)."""
     with torch.no_grad():
         for name, plain, quick in frame_layer_cases(torch.float64):
             a, b = plain(), quick()
@@ -528,13 +528,18 @@ def test_fast_frame_layers_equal_plain():
             assert rel_err(b, a) <= 1e-12 and b.is_contiguous(memory_format=layout), name
 
 
+def tiny_vae():  # the fixture's tiny VAE config, random weights (float32)
+    cfg = fixture_json("vae_tiny.json")["params"]
+    return simulate.randomize(model.AutoencoderKL(cfg["ddconfig"], cfg["embed_dim"]), 0).eval()
+
+
 def test_fast_decoder_equals_plain():
     """fast.decoder_forms against the plain VAE decoder (float64, the fixture's tiny VAE with random weights): the same
     frames up to rounding, written channels-last; everything restored by the undo list. (fast.accelerate_decoder
     swaps them in where their Triton kernels run, a GPU: on this CPU it leaves the decoder as it is.)"""
-    cfg = fixture_json("vae_tiny.json")["params"]
-    vae = simulate.randomize(model.AutoencoderKL(cfg["ddconfig"], cfg["embed_dim"]), 0).double().eval()
-    z = torch.randn(3, cfg["embed_dim"], 5, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    vae = tiny_vae().double()
+    z = torch.randn(3, vae.post_quant_conv.in_channels, 5, 6, generator=torch.Generator().manual_seed(1),
+                    dtype=torch.float64)
     with torch.no_grad():
         plain = vae.decode(z)
         with fast.accelerate_decoder(vae):
@@ -618,9 +623,8 @@ with parallel_temporal_layers(unet, DualScope()), fast.accelerate(unet):
     assert all(m.forward.func is fast.temporal_transformer_forward and m.forward.args[1] is fast.KERNELS
                for m in unet.modules() if isinstance(m, model.TemporalTransformer))
 # the VAE decoder on the kernels (fast.accelerate_decoder swaps its forms in where they run) against the plain one
-cfg = test_all.fixture_json("vae_tiny.json")["params"]
-vae = test_all.simulate.randomize(model.AutoencoderKL(cfg["ddconfig"], cfg["embed_dim"]), 0).eval()
-z = torch.randn(2, cfg["embed_dim"], 5, 6, generator=g)
+vae = test_all.tiny_vae()
+z = torch.randn(2, vae.post_quant_conv.in_channels, 5, 6, generator=g)
 with torch.no_grad(), fast.accelerate_decoder(vae):
     quick = vae.decode(z)
 with torch.no_grad():
@@ -643,8 +647,8 @@ def test_fast_frame_kernels_interpreted():
 def test_compile_kernels_ahead(tiny_unet, monkeypatch):
     """fast.compile_kernels: one stand-in forward on a short clip (48 + n % 16 frames), and stand-in decodes of the
     VAE decoder's batch sizes, in which every launch of fast.py's Triton kernels compiles its variant in a thread
-    (kernel.warmup), once per variant, and runs nothing;
-    the kernels are back afterwards, a compile that fails is a warning. Fake kernels here (a CPU compiles none)."""
+    (kernel.warmup), once per variant, and runs nothing; the kernels are back afterwards, a compile that fails is a
+    warning. Fake kernels here (a CPU compiles none)."""
     calls = collections.defaultdict(list)
 
     class Fake:
@@ -664,8 +668,7 @@ def test_compile_kernels_ahead(tiny_unet, monkeypatch):
         monkeypatch.setattr(fast, name, fake, raising=False)
     monkeypatch.setattr(fast, "use_kernels", lambda x: True)
     unet = copy.deepcopy(tiny_unet)
-    cfg = fixture_json("vae_tiny.json")["params"]
-    vae = model.AutoencoderKL(cfg["ddconfig"], cfg["embed_dim"]).eval()
+    vae = tiny_vae()
     with clip_parallel.parallel_temporal_layers(unet, DualScope()), fast.accelerate(unet), \
             fast.accelerate_decoder(vae):
         with pytest.warns(UserWarning, match="did not compile ahead"):
@@ -1379,7 +1382,7 @@ def test_joined_segments_are_the_single_encoders_video(clips, tmp_path):
 def test_mp4_writer_encodes_while_frames_come(tmp_path, monkeypatch):
     """sample.Mp4Writer (a rank's mp4 segments, fed batch by batch from the decode loop, several encoding at once)
     writes what write_video writes from each segment's frames at once: the same encoder, the same frames, the same
-    pictures, whatever the batches; joined, they are the clip; aborted, it leaves no file."""
+    pictures, whatever the batches; joined, they are the clip; aborted, it leaves no part of a segment."""
     monkeypatch.setattr(sample, "SEGMENT_FRAMES", 4)
     source, folder = torch.from_numpy(moving_gradient(11)), tmp_path / "seg"
     names = sample.segment_names(1, len(source))
