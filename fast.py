@@ -419,25 +419,27 @@ if triton is not None:
     @triton.jit
     def geglu_gemm_kernel(x, w, b, out, M, N, K, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
                           GROUP_M: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-        # GEGLU whole, its projection never written: out (M, N) = v * gelu(g) with [v g] = x (M, K) @ w^T + b, from
-        # w (2N, K) and b (2N,) with value and gate rows interleaved (row 2j: value j, row 2j + 1: its gate), so a
-        # (BM, BN) tile of the projection holds BN / 2 outputs whole; x, w and out are TMA descriptors (tiles past an
-        # edge read as zeros and are not written)
+        # GEGLU whole, its projection never written: a (BM, BN) tile of out (M, N) = v * gelu(g), [v g] = x (M, K)
+        # @ w^T + b, w (2N, K): two accumulators that share each tile of x, from BN value rows of w and their BN gate
+        # rows (N further on). x, w and out are TMA descriptors: tiles past an edge read as zeros (value rows past N
+        # read gate rows: columns past N, not written) and are not written
         pid = tl.program_id(0)
-        tiles_m, tiles_n = tl.cdiv(M, BM), tl.cdiv(2 * N, BN)
+        tiles_m, tiles_n = tl.cdiv(M, BM), tl.cdiv(N, BN)
         width = GROUP_M * tiles_n  # tiles in groups of GROUP_M tile rows, column by column: their w stays in L2
         first_m = pid // width * GROUP_M
         rows = tl.minimum(tiles_m - first_m, GROUP_M)
         m, n = (first_m + pid % width % rows) * BM, pid % width // rows * BN
-        acc = tl.zeros((BM, BN), tl.float32)
+        value, gate = tl.zeros((BM, BN), tl.float32), tl.zeros((BM, BN), tl.float32)
         for k in range(0, K, BK):
-            a, b_t = x.load([m, k]), w.load([n, k]).T
+            a, w_v, w_g = x.load([m, k]), w.load([n, k]).T, w.load([N + n, k]).T
             if UPCAST:  # Triton's interpreter (3.9) multiplies 16-bit float tiles wrongly: its tests dot in float32
-                a, b_t = a.to(tl.float32), b_t.to(tl.float32)
-            acc = tl.dot(a, b_t, acc, input_precision=PRECISION)
-        acc += tl.load(b + n + tl.arange(0, BN), mask=n + tl.arange(0, BN) < 2 * N, other=0.0).to(tl.float32)[None, :]
-        v, g = tl.split(tl.reshape(acc, (BM, BN // 2, 2)))
-        out.store([m, n // 2], (v * 0.5 * g * (1.0 + tl.math.erf(g * 0.7071067811865476))).to(out.dtype))
+                a, w_v, w_g = a.to(tl.float32), w_v.to(tl.float32), w_g.to(tl.float32)
+            value = tl.dot(a, w_v, value, input_precision=PRECISION)
+            gate = tl.dot(a, w_g, gate, input_precision=PRECISION)
+        j = n + tl.arange(0, BN)
+        value += tl.load(b + j, mask=j < N, other=0.0).to(tl.float32)[None, :]
+        gate += tl.load(b + N + j, mask=j < N, other=0.0).to(tl.float32)[None, :]
+        out.store([m, n], (value * 0.5 * gate * (1.0 + tl.math.erf(gate * 0.7071067811865476))).to(out.dtype))
 
     @triton.jit
     def layer_norm_kernel(x, weight, bias, shift, y, r, R, C, eps, ROWS: tl.constexpr, BLOCK: tl.constexpr):
@@ -678,40 +680,36 @@ KERNELS = SimpleNamespace(**{**vars(EAGER), "group_moments": kernel_group_moment
                              "project_out": kernel_project_out})
 
 
-GEGLU_TILES = (128, 128, 64, 8, 8, 3)  # geglu_gemm: BM, BN, BK, GROUP_M, warps, stages (run 48's H200 sweep)
-
-
-def interleave_geglu(proj):
-    """GEGLU's projection (2N, K) with its value and gate rows interleaved, as geglu_gemm_kernel reads them: row 2j is
-    value j, row 2j + 1 its gate (and the bias so): a copy (VC2: 0.2 B parameters, 0.4 GB in bfloat16)."""
-    return (p.unflatten(0, (2, -1)).transpose(0, 1).flatten(0, 1).contiguous() for p in (proj.weight, proj.bias))
+GEGLU_TILES = (128, 64, 64, 8, 4, 3)  # geglu_gemm: BM, BN, BK, GROUP_M, warps, stages (run 49's H200 sweep)
 
 
 def geglu_gemm(x, weight, bias, tiles=GEGLU_TILES):
-    """model.GEGLU's forward as one Triton GEMM (geglu_gemm_kernel): x (M, K) -> (M, N), from interleave_geglu's
-    weight (2N, K) and bias (2N,)."""
+    """model.GEGLU's forward as one Triton GEMM (geglu_gemm_kernel): x (M, K) -> (M, N), from its projection's
+    weight (2N, K) and bias (2N,); x, weight and the output in rows of 16-byte multiples from 16-byte aligned
+    starts (TMA)."""
     from triton.tools.tensor_descriptor import TensorDescriptor
     BM, BN, BK, group, warps, stages = tiles
     (M, K), N = x.shape, len(weight) // 2
     out = x.new_empty(M, N)
     x_d, w_d, out_d = (TensorDescriptor.from_tensor(t, block) for t, block in
-                       ((x, [BM, BK]), (weight, [BN, BK]), (out, [BM, BN // 2])))
-    geglu_gemm_kernel[(triton.cdiv(M, BM) * triton.cdiv(2 * N, BN),)](
+                       ((x, [BM, BK]), (weight, [BN, BK]), (out, [BM, BN])))
+    geglu_gemm_kernel[(triton.cdiv(M, BM) * triton.cdiv(N, BN),)](
         x_d, w_d, bias, out_d, M, N, K, BM=BM, BN=BN, BK=BK, GROUP_M=group,
         PRECISION="ieee" if x.dtype == torch.float32 else "tf32", UPCAST=INTERPRET, num_warps=warps,
         num_stages=stages)
     return out
 
 
-def geglu_forward(geglu, x, interleaved=None):
-    """model.GEGLU.forward: with `interleaved` (interleave_geglu of its projection) one GEMM whose epilogue writes
-    x * gelu(gate) (geglu_gemm; the (..., 2N) projection never written), else the projection by cuBLAS and
-    x * gelu(gate) one pass over it (eagerly, 3 passes: gelu of a strided half, then the product)."""
-    if interleaved is not None and use_kernels(x) and (x.shape[-1] * x.element_size() % 16 == 0 and
-                                                       interleaved[0].shape[0] * x.element_size() % 32 == 0):
-        x2 = x.reshape(-1, x.shape[-1])  # TMA reads rows of 16-byte multiples from a 16-byte aligned start
+def geglu_forward(geglu, x):
+    """model.GEGLU.forward: where TMA can read it, one GEMM whose epilogue writes x * gelu(gate) (geglu_gemm; the
+    (..., 2N) projection never written), else the projection by cuBLAS and x * gelu(gate) one pass over it (eagerly,
+    3 passes: gelu of a strided half, then the product)."""
+    w = geglu.proj.weight
+    if use_kernels(x) and x.shape[-1] * x.element_size() % 16 == 0 and len(w) * w.element_size() % 32 == 0 \
+            and w.is_contiguous() and w.data_ptr() % 16 == 0:  # TMA's rows: 16-byte multiples from aligned starts
+        x2 = x.reshape(-1, x.shape[-1])
         x2 = x2 if x2.is_contiguous() and x2.data_ptr() % 16 == 0 else x2.clone(memory_format=torch.contiguous_format)
-        return geglu_gemm(x2, *interleaved).view(*x.shape[:-1], -1)
+        return geglu_gemm(x2, w, geglu.proj.bias).view(*x.shape[:-1], -1)
     h = geglu.proj(x)
     if not use_kernels(h):
         a, gate = h.chunk(2, dim=-1)
@@ -817,11 +815,8 @@ def eager_frame_layers(unet):
              model.SpatialTransformer: ("forward", spatial_transformer_forward),
              model.TransformerBlock: ("forward", transformer_block_forward),
              model.GEGLU: ("forward", geglu_forward)}
-    def form(m):
-        if isinstance(m, model.GEGLU):  # one GEMM with x * gelu(gate) in its epilogue: its weights interleaved
-            return functools.partial(geglu_forward, m, interleaved=tuple(interleave_geglu(m.proj)))
-        return functools.partial(forms[type(m)][1], m)
-    return [swap(m, forms[type(m)][0], form(m)) for m in list(unet.modules()) if type(m) in forms]
+    return [swap(m, forms[type(m)][0], functools.partial(forms[type(m)][1], m)) for m in list(unet.modules())
+            if type(m) in forms]
 
 
 # -----------------------------------------------------------------------------
@@ -846,8 +841,8 @@ def variant(args, kwargs):  # what Triton specialises a launch on: equal keys, o
 
 
 class CompileOnly:
-    """Stands in for a Triton kernel: kernel[grid](*args) submits the compile of the launch's variant to `pool`
-    (kernel.warmup), once per variant (`jobs`), and runs nothing."""
+    """Stands in for a Triton kernel: kernel[grid](*args) submits to `pool`, once per variant (`jobs`), the kernel's
+    launch over an empty grid: it compiles the variant, builds its launcher and loads it, and runs nothing."""
 
     def __init__(self, kernel, jobs, pool):
         self.kernel, self.jobs, self.pool = kernel, jobs, pool
@@ -856,7 +851,7 @@ class CompileOnly:
         def launch(*args, **kwargs):
             key = (self.kernel, variant(args, kwargs))
             if key not in self.jobs:
-                self.jobs[key] = self.pool.submit(self.kernel.warmup, *args, grid=grid, **kwargs)
+                self.jobs[key] = self.pool.submit(self.kernel[(0,)], *args, **kwargs)
         return launch
 
 

@@ -1,7 +1,9 @@
 """Triton's one-off compile of fast.py's kernel variants before sample.py's first step (fast.compile_kernels), with
-an empty Triton cache: its threads (today) against a pool of processes forked before CUDA starts, each compiling a
-variant from its specialisation alone (MockTensor-like pointers: dtype and 16-byte alignment; the same ints and
-constants) into the shared cache, which the parent's first launches then read.
+an empty Triton cache, three ways: threads that compile each variant (kernel.warmup, run 48's code), threads that
+launch it over an empty grid (compiled, and its launcher built and loaded: compile_kernels now), and a pool of
+processes forked before CUDA starts, each compiling a variant from its specialisation alone (MockTensor-like
+pointers: dtype and 16-byte alignment; the same ints and constants) and building its launcher, into the shared cache
+that the parent's first launches then read.
 
     TRITON_CACHE_DIR=$(mktemp -d) python3 docs/bench/next/probe_compile.py --mode processes --json p.json
 
@@ -38,8 +40,10 @@ def warm(name, specs, kwargs):  # in a worker: compile one variant of fast.<name
         if isinstance(s, tuple) and s[:1] == ("desc",):
             return TensorDescriptor(Pointer(s[1], True), list(s[3]), list(s[4]), list(s[2]))
         return s
+    from triton.runtime import driver
     t = time.perf_counter()
-    getattr(fast, name).warmup(*map(arg, specs), grid=(1,), **kwargs)
+    kernel = getattr(fast, name).warmup(*map(arg, specs), grid=(1,), **kwargs)
+    driver.active.launcher_cls(kernel.src, kernel.metadata)  # a launcher of its own, built where Triton builds them
     return name, time.perf_counter() - t, os.getpid()
 
 
@@ -68,14 +72,22 @@ class ChildPool:  # stands in for compile_kernels' ThreadPoolExecutor: each warm
             f.exception()
 
 
-def cache_entries():
+def cache_entries():  # {entry: its files} of the Triton cache
     folder = os.environ.get("TRITON_CACHE_DIR", os.path.expanduser("~/.triton/cache"))
-    return len(os.listdir(folder)) if os.path.isdir(folder) else 0
+    return {e: sorted(os.listdir(os.path.join(folder, e))) for e in os.listdir(folder)} if os.path.isdir(folder) else {}
+
+
+def warmup_launch(self, grid):  # CompileOnly as in run 48: kernel.warmup, no launcher
+    def launch(*args, **kwargs):
+        key = (self.kernel, fast.variant(args, kwargs))
+        if key not in self.jobs:
+            self.jobs[key] = self.pool.submit(self.kernel.warmup, *args, grid=grid, **kwargs)
+    return launch
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--mode", choices=("threads", "processes"), required=True)
+    p.add_argument("--mode", choices=("warmup", "empty-grid", "processes"), required=True)
     p.add_argument("--frames", type=int, default=1150)
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -86,6 +98,9 @@ def main():
         pool = ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("fork"))
         list(pool.map(abs, range(os.cpu_count())))
         fast.ThreadPoolExecutor = lambda *a, **k: ChildPool(pool)
+        fast.CompileOnly.__getitem__ = warmup_launch
+    elif args.mode == "warmup":
+        fast.CompileOnly.__getitem__ = warmup_launch
     t_pool = time.perf_counter() - t_start
     import torch
     import model
@@ -93,7 +108,6 @@ def main():
     from dual_scope import DualScope
     from simulate import randomize
     torch.set_grad_enabled(False)
-    torch.backends.cudnn.benchmark = True
     with torch.device("cuda"):
         unet = randomize(model.UNet(**model.VC2_CONFIG["unet"]).eval(), 0).bfloat16()
         cfg = model.VC2_CONFIG["vae"]
@@ -104,7 +118,7 @@ def main():
         before = cache_entries()
         t = time.perf_counter()
         fast.compile_kernels(unet, latent, args.frames, 24, vae, 32)
-        row["compile_kernels_s"], row["cache_entries"] = time.perf_counter() - t, cache_entries() - before
+        row["compile_kernels_s"], row["cache_entries"] = time.perf_counter() - t, len(cache_entries()) - len(before)
         if POOLS:  # the workers' own clocks: variants, seconds each, workers used
             done = [f.result() for f in POOLS[-1].futures if f.exception() is None]
             row.update(jobs=len(POOLS[-1].futures), compiled=len(done), workers=len({pid for _, _, pid in done}),
@@ -117,7 +131,8 @@ def main():
             t = time.perf_counter()
             clip_forward(unet, EmulatedComm(EmulatedGroup(1), 0), args.frames, x, ts, ctx, 24)
             torch.cuda.synchronize()
-            row[name], row[name[:-2] + "_new_cache_entries"] = time.perf_counter() - t, cache_entries() - before
+            row[name] = time.perf_counter() - t
+            row[name[:-2] + "_new_cache_entries"] = [files for e, files in cache_entries().items() if e not in before]
     print(json.dumps(row), flush=True)
     if args.json:
         with open(args.json, "w") as f:
