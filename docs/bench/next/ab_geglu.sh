@@ -1,13 +1,16 @@
 #!/bin/bash
-# Prepared for a one-H200 device session (issue 19), run 48. (1) GEGLU as one Triton GEMM (fast.geglu_gemm, x *
-# gelu(gate) in its epilogue) against cuBLAS's projection + geglu_kernel at the UNet's widths (probe_geglu_gemm.py);
-# the tile config with the least time over the three widths goes into main's GEGLU_TILES for the rest. (2) Triton's
-# cold compile of the kernel variants: compile_kernels' threads against forked processes (probe_compile.py, an empty
-# cache each). (3) The A/B: main (geglu.patch) against before (it reversed): the bf16 check and n = 128, 24, 288, the
-# step at 1150 frames (3 steps, cold), then all 30 steps of main. Prediction: GEGLU's 38 ms at n = 128 (op table,
-# run 43) mostly gone, the projection's half-width write too: n = 128 511 -> 470-490 ms, the step 4.42 -> 4.1-4.25 s,
-# if the Triton GEMM keeps cuBLAS's rate (run 29's two-accumulator GEMM lost 2.8 %); processes compile the ~25
-# variants in ~2 s against the threads' ~7. ~13 minutes with the start. One daemon:
+# Prepared for a one-H200 device session (issue 19), run 49 (run 48 measured: GEGLU as one Triton GEMM over an
+# interleaved weight copy, 2.654 -> 2.465 ms over the three widths' chunks, the step 4.474 -> 4.323 s, 30 steps
+# 152.56 s; its float32 check failed on the stale bf16 copy; compile_kernels 11.2 s in threads, 6.1 s in processes,
+# then 10 new Triton cache entries in the first forward). Now: (1) fast.geglu_gemm from the projection's own weight
+# (two accumulators a tile) over 8 tile configs, beside run 48's interleaved kernel and a persistent form
+# (probe_geglu_gemm.py); the best config of fast's goes into main's GEGLU_TILES. (2) The cold compile three ways
+# (probe_compile.py: warmup threads, empty-grid launches in threads = compile_kernels now, forked processes), the
+# first forward's new cache entries listed. (3) The A/B against run 47's code (before: geglu.patch reversed): the
+# step at 1150 frames (3 steps, cold), the bf16 check and n = 128, 24, 288, then all 30 steps of main. Prediction:
+# the two-accumulator GEMM within 5 % of the interleaved one; empty-grid launches leave no new cache entries to the
+# first forward, the first step -2 to -5 s; the step 4.47 -> ~4.3 s; n = 128 517 -> ~495 ms; 30 steps ~148 s.
+# ~12 minutes with the start. One daemon:
 #   run(command='setsid nohup bash docs/bench/next/ab_geglu.sh "$PWD" > /tmp/ab_geglu.out 2>&1 < /dev/null &
 #                sleep 2; bash docs/bench/next/ab_geglu.sh poll 560', carry=[".whl"])
 #   run(command='bash docs/bench/next/ab_geglu.sh poll 560', carry=[".whl"])     # at once, until "done"
@@ -30,7 +33,8 @@ src = re.sub(r"GEGLU_TILES = \([0-9, ]*\)", "GEGLU_TILES = " + best[len("fused "
 open(sys.argv[2], "w").write(src)
 PY
 grep -n "^GEGLU_TILES" $R/main/fast.py >> $R/log/apply.log
-ab_step $R main compile_threads ct docs/bench/next/probe_compile.py --mode threads
+ab_step $R main compile_warmup cw docs/bench/next/probe_compile.py --mode warmup
+ab_step $R main compile_empty_grid ce docs/bench/next/probe_compile.py --mode empty-grid
 ab_step $R main compile_processes cp docs/bench/next/probe_compile.py --mode processes
 E="--e2e --frames 1150 --steps 3"
 ab_step $R main e2e_main e2e_main bench.py $E
