@@ -14,7 +14,8 @@ same numbers (tests: equal to 1e-12 in float64) with fewer, larger kernels:
                       on a GPU: one Triton kernel that reads each block's band where it lies (no band copies)
   per-frame layers    without compile, channels-last inside each ResBlock and SpatialTransformer (cuDNN's convs take
                       NHWC frames without transposes); their GroupNorms, SiLUs, bias adds and residuals as two Triton
-                      kernels that read one layout and write the other; GEGLU's x * gelu(gate) one Triton pass;
+                      kernels that read one layout and write the other; GEGLU one Triton GEMM (x * gelu(gate) in its
+                      epilogue, the projection never written);
                       each TransformerBlock's residual sums made by the GEMMs they follow, each LayerNorm one pass that
                       writes the sum's other term; a temporal layer's output sums one pass each;
                       all these kernels' variants compiled side by side before sample.py's first step
@@ -821,8 +822,10 @@ def eager_frame_layers(unet):
 
 # -----------------------------------------------------------------------------
 # Triton compiles each variant of a kernel (specialised to its constants and to which of its sizes, strides and
-# pointers divide by 16) at its first launch, one after another: ~20 variants in sample.py's first step. A compile
-# spends most of its time outside the GIL (MLIR's passes, ptxas), so threads compile them side by side.
+# pointers divide by 16) at its first launch, one after another: 42 variants in sample.py's first step at 1150 frames,
+# and (Triton 3.6) a launcher per kernel signature built by the C compiler, 10 of them. A compile spends most of its
+# time outside the GIL (MLIR's passes, ptxas, the C compiler), so threads build them side by side (run 49: forked
+# processes were no faster).
 
 TRITON_KERNELS = ("channel_moments_kernel", "frame_pass_kernel", "geglu_gemm_kernel", "geglu_kernel",
                   "layer_norm_kernel", "dual_scope_kernel")
