@@ -328,6 +328,10 @@ try:  # Triton comes with PyTorch's CUDA builds; tests run its kernels on a CPU 
     import triton.language as tl
 except ImportError:
     triton = None
+try:  # host-side TMA descriptors (Triton >= 3.3): the GEGLU GEMM's operands
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:
+    TensorDescriptor = None
 BLOCK = 64  # a kernel's tile: BLOCK pixels x BLOCK channels of one frame
 
 
@@ -684,11 +688,14 @@ KERNELS = SimpleNamespace(**{**vars(EAGER), "group_moments": kernel_group_moment
 GEGLU_TILES = (128, 64, 64, 8, 4, 3)  # geglu_gemm: BM, BN, BK, GROUP_M, warps, stages (run 49's H200 sweep)
 
 
+def tma_rows(t):  # TMA reads it: contiguous rows of a 16-byte multiple from a 16-byte aligned start
+    return t.is_contiguous() and t.shape[-1] * t.element_size() % 16 == 0 and t.data_ptr() % 16 == 0
+
+
 def geglu_gemm(x, weight, bias, tiles=GEGLU_TILES):
     """model.GEGLU's forward as one Triton GEMM (geglu_gemm_kernel): x (M, K) -> (M, N), from its projection's
     weight (2N, K) and bias (2N,); x, weight and the output in rows of 16-byte multiples from 16-byte aligned
     starts (TMA)."""
-    from triton.tools.tensor_descriptor import TensorDescriptor
     BM, BN, BK, group, warps, stages = tiles
     (M, K), N = x.shape, len(weight) // 2
     out = x.new_empty(M, N)
@@ -705,11 +712,10 @@ def geglu_forward(geglu, x):
     """model.GEGLU.forward: where TMA can read it, one GEMM whose epilogue writes x * gelu(gate) (geglu_gemm; the
     (..., 2N) projection never written), else the projection by cuBLAS and x * gelu(gate) one pass over it (eagerly,
     3 passes: gelu of a strided half, then the product)."""
-    w = geglu.proj.weight
-    if use_kernels(x) and x.shape[-1] * x.element_size() % 16 == 0 and len(w) * w.element_size() % 32 == 0 \
-            and w.is_contiguous() and w.data_ptr() % 16 == 0:  # TMA's rows: 16-byte multiples from aligned starts
-        x2 = x.reshape(-1, x.shape[-1])
-        x2 = x2 if x2.is_contiguous() and x2.data_ptr() % 16 == 0 else x2.clone(memory_format=torch.contiguous_format)
+    w = geglu.proj.weight  # (2N, K)
+    if use_kernels(x) and TensorDescriptor is not None and tma_rows(w) and len(w) // 2 * w.element_size() % 16 == 0:
+        x2 = x.reshape(-1, w.shape[1])
+        x2 = x2 if tma_rows(x2) else x2.clone(memory_format=torch.contiguous_format)
         return geglu_gemm(x2, w, geglu.proj.bias).view(*x.shape[:-1], -1)
     h = geglu.proj(x)
     if not use_kernels(h):
