@@ -650,8 +650,8 @@ def test_fast_frame_kernels_interpreted():
 def test_compile_kernels_ahead(tiny_unet, monkeypatch):
     """fast.compile_kernels: one stand-in forward on a short clip (48 + n % 16 frames), and stand-in decodes of the
     VAE decoder's batch sizes, in which every launch of fast.py's Triton kernels compiles its variant in a thread
-    (the kernel launched over an empty grid: compiled, its launcher built), once per variant, and runs nothing; the kernels are back afterwards, a compile that fails is a
-    warning. Fake kernels here (a CPU compiles none)."""
+    (the kernel launched over an empty grid: compiled, its launcher built), once per variant, and runs nothing; the
+    kernels are back afterwards, a compile that fails is a warning. Fake kernels here (a CPU compiles none)."""
     calls = collections.defaultdict(list)
 
     class Fake:
