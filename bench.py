@@ -7,7 +7,9 @@
     python bench.py --e2e --frames 2300 --steps 30   # end to end through sample.py (random weights), per phase
 
 Per n: ms per forward (median over --iters after --warmup, CUDA events), ms per frame, FLOPs per forward
-(torch.utils.flop_counter on one single-GPU forward at that n), TFLOP/s, MFU against the matmul peak of --dtype
+(torch.utils.flop_counter on one single-GPU forward at that n: PyTorch's ops only, so on a GPU without --compile it
+misses fast.py's Triton GEGLU GEMMs and dual-scope attention, and TFLOP/s and MFU read low), TFLOP/s, MFU against the
+matmul peak of --dtype
 measured here (torch.mm of 8192^3), peak memory (torch.cuda.max_memory_allocated), and under torchrun the same forward
 with no communication (every rank alone on its own n frames, all at once): comm ratio = with / without.
 First a correctness check: the --dtype clip-parallel output against a float32 run of the same weights and
