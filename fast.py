@@ -962,7 +962,7 @@ def accelerate(unet, compile=False, backend="inductor", any_length=True):
                 undo.append(swap(m, "forward", functools.partial(temporal_transformer_forward, m, ops)))
         elif isinstance(m, ClipAttention):
             undo.append(swap(m, "attention", ops.attention))
-    if ops is KERNELS:  # compiled, Inductor fuses the per-frame layers itself
+    if ops is KERNELS:  # the per-frame layers on the kernels too (compiled, Inductor fuses them itself)
         undo += eager_frame_layers(unet)
     try:
         with ExitStack() as settings:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")))
 import fast  # noqa: E402
 import model  # noqa: E402
+from probe_decode import timed  # noqa: E402 (CUDA events, the median after a warm-up)
 
 CONFIGS = [  # BM, BN (outputs a tile: 2 BN columns of the projection), BK, GROUP_M, warps, stages
     (128, 64, 64, 8, 4, 3), (128, 64, 64, 8, 8, 3), (128, 64, 64, 8, 4, 2), (128, 64, 64, 8, 4, 4),
@@ -132,20 +133,6 @@ def eager(geglu, x):  # cuBLAS's projection, then geglu_kernel's pass (fast.gegl
     return out
 
 
-def timed(fn, repeats=20):
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", default=None, help="write the rows here")
@@ -163,7 +150,7 @@ def main():
         flop = 2 * M * C * 8 * C
 
         def row(name, fn, out):
-            ms = timed(fn)
+            ms = timed(fn, repeats=20)
             err = ((out[:4096].float() - want).norm() / want.norm()).item()
             rows.append(dict(C=C, M=M, form=name, ms=ms, tflops=flop / ms / 1e9, err=err))
             print(rows[-1], flush=True)
