@@ -813,13 +813,40 @@ def spatial_transformer_forward(st, x, context):
     return frame_pass(y, residual=x, bias=st.proj_out.bias, channels_last=False)
 
 
+def upsample_conv(conv, x):
+    """conv(nearest 2x upsampling of x), conv a 3x3 Conv2d with padding 1 (model.Upsample, the VAE's Resample up),
+    without the upsampled frames: output pixel (2i + a, 2j + b) reads x's rows i - 1 + a, i + a and columns
+    j - 1 + b, j + b only, the 3x3 taps that fall on one pixel of x summed (phase 0 of a row: taps (0 | 1 + 2), phase
+    1: (0 + 1 | 2)). So one conv of x with 2x2 kernels, 4 sets of filters (one per phase (a, b); 16 of the 36 products
+    a pixel), then each phase's pixels put in place with the bias: x (n, c, h, w), any layout -> (n, c_out, 2h, 2w),
+    in x's layout."""
+    weight, f32 = conv.weight, torch.promote_types(conv.weight.dtype, torch.float32)
+    fold = weight.new_tensor([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], dtype=f32)  # (phase, 2 taps, 3 taps)
+    kernel = torch.einsum("aip,bjq,ocpq->abocij", fold, fold, weight.to(f32)).flatten(0, 2).to(weight.dtype)
+    n, c, h, w = x.shape
+    r = F.conv2d(x, kernel, padding=1)  # (n, 4 c_out, h + 1, w + 1): phase (a, b)'s pixel (i, j) at (i + a, j + b)
+    out = torch.empty(n, len(weight), 2 * h, 2 * w, dtype=r.dtype, device=r.device, memory_format=(
+        torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() else
+        torch.contiguous_format))
+    sn, sc, sh, sw = r.stride()
+    phases = r.as_strided((n, len(weight), h, 2, w, 2), (sn, sc, sh, 2 * len(weight) * sc + sh, sw,
+                                                        len(weight) * sc + sw))  # (n, c_out, i, a, j, b)
+    torch.add(phases, conv.bias.view(-1, 1, 1, 1, 1), out=out.view(n, -1, h, 2, w, 2))
+    return out
+
+
+def upsample_forward(up, x):  # model.Upsample.forward, or the VAE's model.Resample's (up)
+    return upsample_conv(up.conv, x)
+
+
 def eager_frame_layers(unet):
     """Swap the per-frame layers for their eager fast forms (the ResBlocks' per-frame part, the SpatialTransformers,
-    every TransformerBlock and GEGLU); returns the undo list. accelerate does so where their Triton kernels run (a
-    model on a GPU, with Triton): elsewhere the forms' PyTorch arithmetic, more passes than the plain layers' native
-    kernels, is slower."""
+    the Upsamples, every TransformerBlock and GEGLU); returns the undo list. accelerate does so where their Triton
+    kernels run (a model on a GPU, with Triton): elsewhere the forms' PyTorch arithmetic, more passes than the plain
+    layers' native kernels, is slower."""
     forms = {model.ResBlock: ("frame_layers", resblock_frame_layers),
              model.SpatialTransformer: ("forward", spatial_transformer_forward),
+             model.Upsample: ("forward", upsample_forward),
              model.TransformerBlock: ("forward", transformer_block_forward),
              model.GEGLU: ("forward", geglu_forward)}
     return [swap(m, forms[type(m)][0], functools.partial(forms[type(m)][1], m)) for m in list(unet.modules())
@@ -977,14 +1004,16 @@ def accelerate(unet, compile=False, backend="inductor", any_length=True):
 def decoder_forms(vae):
     """Swap the VAE decoder's layers for channels-last forms from its first ResnetBlock on (cuDNN's NHWC convs without
     transposes): its ResnetBlocks as vae_resnet_forward, its other GroupNorms (the mid block's attention, norm_out) as
-    frame_pass, which keeps the layout (F.group_norm on CUDA copies a channels-last input to NCHW); returns the undo
-    list."""
+    frame_pass, which keeps the layout (F.group_norm on CUDA copies a channels-last input to NCHW), its upsamplings
+    as upsample_conv (4/9 of the products); returns the undo list."""
     undo = []
     for m in vae.decoder.modules():
         if isinstance(m, model.ResnetBlock):
             undo.append(swap(m, "forward", functools.partial(vae_resnet_forward, m)))
         elif isinstance(m, model.AttnBlock):
             undo.append(swap(m.norm, "forward", functools.partial(frame_pass, norm=m.norm)))
+        elif isinstance(m, model.Resample) and m.up:
+            undo.append(swap(m, "forward", functools.partial(upsample_forward, m)))
     undo.append(swap(vae.decoder.norm_out, "forward", functools.partial(frame_pass, norm=vae.decoder.norm_out)))
     return undo
 

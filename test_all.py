@@ -516,14 +516,18 @@ def frame_layer_cases(dtype):  # (name, plain call, fast form call) of each eage
     x_last = x.contiguous(memory_format=torch.channels_last)  # as the decoder hands it on
     cases.append(("VAE ResnetBlock", functools.partial(vae, x_last),
                   functools.partial(fast.vae_resnet_forward, vae, x_last)))
+    for name, up, frames in (("Upsample", model.Upsample(64), x), ("VAE Resample up", model.Resample(64, True), x_last)):
+        up = simulate.randomize(up, 4).to(dtype).eval()  # 5 x 7 frames: odd sizes both ways
+        cases.append((name, functools.partial(up, frames), functools.partial(fast.upsample_forward, up, frames)))
     return cases
 
 
 def test_fast_frame_layers_equal_plain():
     """The eager per-frame forms (channels-last inside, the conv biases folded into the passes after them) against
     model.ResBlock.frame_layers, model.SpatialTransformer.forward, model.TransformerBlock.forward (its residual sums
-    in the GEMMs, its FeedForward whole and in chunks), model.GEGLU and the VAE's model.ResnetBlock, float64, their
-    PyTorch arithmetic (a CPU): channels-first out, as in (the VAE's: channels-last, as the decoder goes on)."""
+    in the GEMMs, its FeedForward whole and in chunks), model.GEGLU, model.Upsample and the VAE's model.ResnetBlock
+    and model.Resample (up; upsample_conv: the 3x3 taps folded per phase), float64, their PyTorch arithmetic (a
+    CPU): channels-first out, as in (the VAE's: channels-last, as the decoder goes on)."""
     with torch.no_grad():
         for name, plain, quick in frame_layer_cases(torch.float64):
             a, b = plain(), quick()
