@@ -820,9 +820,13 @@ def upsample_conv(conv, x):
     1: (0 + 1 | 2)). So one conv of x with 2x2 kernels, 4 sets of filters (one per phase (a, b); 16 of the 36 products
     a pixel), then each phase's pixels put in place with the bias: x (n, c, h, w), any layout -> (n, c_out, 2h, 2w),
     in x's layout."""
-    weight, f32 = conv.weight, torch.promote_types(conv.weight.dtype, torch.float32)
-    fold = weight.new_tensor([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], dtype=f32)  # (phase, 2 taps, 3 taps)
-    kernel = torch.einsum("aip,bjq,ocpq->abocij", fold, fold, weight.to(f32)).flatten(0, 2).to(weight.dtype)
+    weight = conv.weight
+
+    def fold(w, dim):  # 3 taps along dim -> 2 per phase, phases stacked first (device ops only: CUDA graphs record it)
+        t0, t1, t2 = w.unbind(dim)
+        return torch.stack([torch.stack([t0, t1 + t2], dim), torch.stack([t0 + t1, t2], dim)])
+    w32 = weight.to(torch.promote_types(weight.dtype, torch.float32))  # (c_out, c, 3, 3)
+    kernel = fold(fold(w32, 2), 4).transpose(0, 1).flatten(0, 2).to(weight.dtype)  # (a, b, c_out) -> 4 c_out
     n, c, h, w = x.shape
     r = F.conv2d(x, kernel, padding=1)  # (n, 4 c_out, h + 1, w + 1): phase (a, b)'s pixel (i, j) at (i + a, j + b)
     out = torch.empty(n, len(weight), 2 * h, 2 * w, dtype=r.dtype, device=r.device, memory_format=(
