@@ -229,7 +229,7 @@ os.umask(UMASK)
 def write_atomically(path, write):
     """write(tmp_path), then rename to path: a failure or Ctrl-C never leaves a half-written file."""
     root, ext = os.path.splitext(path)
-    tmp = f"{root}.partial{ext}"  # keeps the extension: imageio picks the format from it
+    tmp = f"{root}.partial{ext}"  # keeps the extension: ffmpeg picks the format from it
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~UMASK)  # as open() makes it: safetensors creates its files 0600
@@ -239,20 +239,65 @@ def write_atomically(path, write):
             os.remove(tmp)
 
 
+class FfmpegPipe:
+    """uint8 (H, W, 3) frames (append_data) into x264 in an mp4: one ffmpeg process fed raw RGB through a pipe, started
+    at the first frame (its size), crf 10 in yuv420p (what imageio's writer made at quality 8, and VideoCrafter's
+    save_videos). Not imageio's writer: it starts ffmpeg with os.setpgrp run in the forked child (preexec_fn), which
+    can deadlock the child before its exec while other threads hold locks (imageio-ffmpeg issue 58; an encoder of
+    run 52 hung so, eight being started beside the decode). start_new_session does as much in C: ffmpeg gets a
+    session of its own, so Ctrl-C in a terminal reaches this process only, which stops ffmpeg itself."""
+
+    def __init__(self, path, fps):
+        import imageio_ffmpeg
+        self.path, self.fps, self.ffmpeg, self.process = path, fps, imageio_ffmpeg.get_ffmpeg_exe(), None
+
+    def append_data(self, frame):
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"an mp4 frame must be uint8 (H, W, 3), not {frame.dtype} {frame.shape}")
+        if self.process is None:
+            h, w, _ = frame.shape
+            self.process = subprocess.Popen(
+                [self.ffmpeg, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
+                 "-r", f"{self.fps:.02f}", "-i", "-", "-an", "-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", "10",
+                 self.path], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                start_new_session=True)
+        try:
+            self.process.stdin.write(np.ascontiguousarray(frame))
+        except BrokenPipeError:  # ffmpeg stopped: say why
+            self.finish()
+            raise
+
+    def finish(self):  # the file complete, or OSError with ffmpeg's last line
+        if self.process is None:
+            raise OSError(f"no frames to write to {self.path!r}")
+        with suppress(BrokenPipeError):  # ffmpeg gone: its exit code and message tell why
+            self.process.stdin.close()
+        error = self.process.stderr.read().decode(errors="replace").strip().splitlines()
+        self.process.stderr.close()
+        if self.process.wait():
+            raise OSError(f"ffmpeg could not write {self.path!r} "
+                          f"({error[-1] if error else f'exit code {self.process.returncode}'})")
+
+    def kill(self):  # stop now: ffmpeg writes nothing after this
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            for pipe in (self.process.stdin, self.process.stderr):
+                with suppress(OSError):
+                    pipe.close()
+
+
 @contextmanager
 def open_mp4(path, fps):
-    """imageio's writer of every mp4 here (one encoder or the ranks' segments): x264, crf 10, any frame size. Closed
-    on leaving, an error too: imageio's own `with` leaves ffmpeg running after an error, which could then write `path`
-    after write_atomically has removed it."""
-    import imageio.v2 as imageio
-    writer = imageio.get_writer(path, fps=fps, codec="libx264", quality=8, macro_block_size=1)
+    """The writer of every mp4 here (one encoder or the ranks' segments): FfmpegPipe, the file complete on leaving;
+    on an error ffmpeg is killed, so it cannot write `path` after write_atomically has removed it."""
+    writer = FfmpegPipe(path, fps)
     try:
         yield writer
     except BaseException:
-        with suppress(Exception):  # the error that stopped the writing is the one to report
-            writer.close()
+        writer.kill()
         raise
-    writer.close()
+    writer.finish()
 
 
 # -----------------------------------------------------------------------------
@@ -629,7 +674,7 @@ def check_out(args, ranks):
             pass
     except OSError as e:
         raise UserError(f"--out: folder {existing!r} is not writable ({e.strerror})") from None
-    try:  # imageio writes mp4 through imageio-ffmpeg's ffmpeg binary: find out now, not after all the compute
+    try:  # the mp4s are written by imageio-ffmpeg's ffmpeg binary: find out now, not after all the compute
         import imageio_ffmpeg
         ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     except (ImportError, RuntimeError) as e:

@@ -1387,6 +1387,36 @@ def test_joined_segments_are_the_single_encoders_video(clips, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["joined.mp4", "single.mp4", "video.segments.partial"]
 
 
+def test_ffmpeg_pipe_starts_ffmpeg_safely(tmp_path, monkeypatch):
+    """sample.FfmpegPipe (every mp4's encoder) writes what imageio's writer did (x264, crf 10), but starts ffmpeg with
+    no Python code in the forked child (imageio's preexec_fn hung an encoder of run 52, beside other threads) and in a
+    session of its own (Ctrl-C reaches sample.py only); a bad frame or ffmpeg's failure is one clear error, and on an
+    error ffmpeg is stopped, nothing written after."""
+    import imageio.v2 as imageio
+    frames, started, popen = moving_gradient(6), [], subprocess.Popen
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(k) or popen(*a, **k))
+    writer = sample.FfmpegPipe(str(tmp_path / "new.mp4"), 8)
+    for frame in frames:
+        writer.append_data(frame)
+    assert started[0].get("preexec_fn") is None and os.getsid(writer.process.pid) == writer.process.pid
+    writer.finish()
+    old = imageio.get_writer(tmp_path / "old.mp4", fps=8, codec="libx264", quality=8, macro_block_size=1)
+    for frame in frames:
+        old.append_data(frame)
+    old.close()
+    assert np.array_equal(iio.imread(tmp_path / "new.mp4"), iio.imread(tmp_path / "old.mp4"))
+    with pytest.raises(ValueError, match=r"an mp4 frame must be uint8 \(H, W, 3\), not float32 \(64, 64, 3\)"):
+        sample.FfmpegPipe(str(tmp_path / "f.mp4"), 8).append_data(frames[0].astype(np.float32))
+    with pytest.raises(OSError, match=r"ffmpeg could not write '.*missing.*' \(.*No such file or directory\)"):
+        with sample.open_mp4(str(tmp_path / "missing" / "v.mp4"), 8) as writer:
+            writer.append_data(frames[0])
+    with pytest.raises(InterruptedError):
+        with sample.open_mp4(str(tmp_path / "stopped.mp4"), 8) as writer:
+            writer.append_data(frames[0])
+            raise InterruptedError
+    assert writer.process.poll() is not None  # killed: write_atomically's removal of the file is final
+
+
 def test_mp4_writer_encodes_while_frames_come(tmp_path, monkeypatch):
     """sample.Mp4Writer (a rank's mp4 segments, fed batch by batch from the decode loop, several encoding at once)
     writes what write_video writes from each segment's frames at once: the same encoder, the same frames, the same
