@@ -424,24 +424,25 @@ if triton is not None:
     @triton.jit
     def geglu_gemm_kernel(x, w, b, out, M, N, K, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
                           GROUP_M: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-        # GEGLU whole, its projection never written: a (BM, BN) tile of out (M, N) = v * gelu(g), [v g] = x (M, K)
-        # @ w^T + b, w (2N, K): two accumulators that share each tile of x, from BN value rows of w and their BN gate
-        # rows (N further on). x, w and out are TMA descriptors: tiles past an edge read as zeros (value rows past N
-        # read gate rows: columns past N, not written) and are not written
+        # GEGLU whole, its projection never written: a (BM, BN / 2) tile of out (M, N) = v * gelu(g), [v g] = x
+        # (M, K) @ w^T + b, from one (BM, BN) accumulator whose columns alternate value j and gate j: w is the
+        # projection's weight (2N, K) read through a 3D view (N, 2, K) (row (j, 0): value j, (j, 1): its gate), so a
+        # tile of it holds BN / 2 outputs whole. x, w and out are TMA descriptors: tiles past an edge read as zeros
+        # and are not written
         pid = tl.program_id(0)
-        tiles_m, tiles_n = tl.cdiv(M, BM), tl.cdiv(N, BN)
+        tiles_m, tiles_n = tl.cdiv(M, BM), tl.cdiv(N, BN // 2)
         width = GROUP_M * tiles_n  # tiles in groups of GROUP_M tile rows, column by column: their w stays in L2
         first_m = pid // width * GROUP_M
         rows = tl.minimum(tiles_m - first_m, GROUP_M)
-        m, n = (first_m + pid % width % rows) * BM, pid % width // rows * BN
-        value, gate = tl.zeros((BM, BN), tl.float32), tl.zeros((BM, BN), tl.float32)
+        m, n = (first_m + pid % width % rows) * BM, pid % width // rows * (BN // 2)
+        acc = tl.zeros((BM, BN), tl.float32)
         for k in range(0, K, BK):
-            a, w_v, w_g = x.load([m, k]), w.load([n, k]).T, w.load([N + n, k]).T
+            a, w_t = x.load([m, k]), tl.reshape(w.load([n, 0, k]), (BN, BK)).T
             if UPCAST:  # Triton's interpreter (3.9) multiplies 16-bit float tiles wrongly: its tests dot in float32
-                a, w_v, w_g = a.to(tl.float32), w_v.to(tl.float32), w_g.to(tl.float32)
-            value = tl.dot(a, w_v, value, input_precision=PRECISION)
-            gate = tl.dot(a, w_g, gate, input_precision=PRECISION)
-        j = n + tl.arange(0, BN)
+                a, w_t = a.to(tl.float32), w_t.to(tl.float32)
+            acc = tl.dot(a, w_t, acc, input_precision=PRECISION)
+        value, gate = tl.split(tl.reshape(acc, (BM, BN // 2, 2)))
+        j = n + tl.arange(0, BN // 2)
         value += tl.load(b + j, mask=j < N, other=0.0).to(tl.float32)[None, :]
         gate += tl.load(b + N + j, mask=j < N, other=0.0).to(tl.float32)[None, :]
         out.store([m, n], (value * 0.5 * gate * (1.0 + tl.math.erf(gate * 0.7071067811865476))).to(out.dtype))
@@ -685,7 +686,7 @@ KERNELS = SimpleNamespace(**{**vars(EAGER), "group_moments": kernel_group_moment
                              "project_out": kernel_project_out})
 
 
-GEGLU_TILES = (128, 64, 64, 8, 4, 3)  # geglu_gemm: BM, BN, BK, GROUP_M, warps, stages (run 49's H200 sweep)
+GEGLU_TILES = (128, 128, 64, 8, 4, 3)  # geglu_gemm: BM, BN (columns of [v g]), BK, GROUP_M, warps, stages
 
 
 def tma_rows(t):  # TMA reads it: contiguous rows of a 16-byte multiple from a 16-byte aligned start
@@ -699,9 +700,9 @@ def geglu_gemm(x, weight, bias, tiles=GEGLU_TILES):
     BM, BN, BK, group, warps, stages = tiles
     (M, K), N = x.shape, len(weight) // 2
     out = x.new_empty(M, N)
-    x_d, w_d, out_d = (TensorDescriptor.from_tensor(t, block) for t, block in
-                       ((x, [BM, BK]), (weight, [BN, BK]), (out, [BM, BN])))
-    geglu_gemm_kernel[(triton.cdiv(M, BM) * triton.cdiv(N, BN),)](
+    x_d, out_d = TensorDescriptor.from_tensor(x, [BM, BK]), TensorDescriptor.from_tensor(out, [BM, BN // 2])
+    w_d = TensorDescriptor(weight, [N, 2, K], [K, N * K, 1], [BN // 2, 2, BK])  # (2N, K) as (N, 2, K): no copy
+    geglu_gemm_kernel[(triton.cdiv(M, BM) * triton.cdiv(N, BN // 2),)](
         x_d, w_d, bias, out_d, M, N, K, BM=BM, BN=BN, BK=BK, GROUP_M=group,
         PRECISION="ieee" if x.dtype == torch.float32 else "tf32", UPCAST=INTERPRET, num_warps=warps,
         num_stages=stages)
