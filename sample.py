@@ -309,9 +309,11 @@ def open_mp4(path, fps):
 #
 # One x264 process keeps ~5 of an H200 machine's 16 cores busy on 320x512 frames: 1 / 2 / 3 / 6 encoders side by side
 # wrote 70 / 127 / 147 / 179 frames/s of noise (random weights' frames, the slowest to encode), 359 / 665 / 752 / 894
-# of smooth moving pictures, while the VAE decodes ~140 frames/s (docs/BENCH.md run 44; run 45: 1150 frames' write
-# after their decode 6.2 -> 1.5 s). A segment starts with a keyframe: 96 frames is one every 4 s at 24 fps, as
-# streaming video has; shorter segments encode slower (one x264: 86 noise frames/s over 576, 70 over 96).
+# of smooth moving pictures (docs/BENCH.md run 44; run 45: 1150 frames' write after their decode 6.2 -> 1.5 s). The
+# VAE now decodes ~220 frames/s (run 52), so on noise x264 is the bound, however the segments are cut (run 52: shorter
+# segments at a clip's end gained nothing); smooth frames it keeps up with. A segment starts with a keyframe: 96
+# frames is one every 4 s at 24 fps, as streaming video has; shorter segments encode slower (one x264: 86 noise
+# frames/s over 576, 70 over 96).
 SEGMENT_FRAMES = 96
 
 
