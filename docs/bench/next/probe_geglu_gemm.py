@@ -1,10 +1,10 @@
 """GEGLU as one Triton GEMM (fast.geglu_gemm: x * gelu(gate) in the epilogue, the (M, 2N) projection never written;
-two accumulators a tile, from the projection's value rows and its gate rows) against the eager form (cuBLAS's
-projection, then fast.geglu_kernel's pass over it), at the UNet's three widths and sample.py's chunk sizes
-(model.FeedForward.chunk_bytes: 2^25 / C tokens a call), bf16, one GPU; beside it two variants defined here: run 48's
-kernel (one accumulator over value and gate rows interleaved in a copy of the weight), the same read through a 3D
-TMA view of the weight itself ((N, 2, K): no copy), and a persistent form of fast's (one program per SM looping over
-the tiles).
+one accumulator whose columns alternate value and gate, the weight read through a 3D TMA view (N, 2, K)) in tile
+configs, against the eager form (cuBLAS's projection, then fast.geglu_kernel's pass over it), at the UNet's three
+widths and sample.py's chunk sizes (model.FeedForward.chunk_bytes: 2^25 / C tokens a call), bf16, one GPU; beside it
+variants defined here: run 48's kernel (the same over an interleaved copy of the weight), run 49's two accumulators
+(value rows, gate rows) as a persistent kernel (one program per SM looping over the tiles: run 51's best at C =
+1280), and fast's kernel made persistent.
 
     python3 docs/bench/next/probe_geglu_gemm.py --json rows.json     # ~1 min
 
@@ -25,9 +25,10 @@ import fast  # noqa: E402
 import model  # noqa: E402
 from probe_decode import timed  # noqa: E402 (CUDA events, the median after a warm-up)
 
-CONFIGS = [  # BM, BN (outputs a tile: 2 BN columns of the projection), BK, GROUP_M, warps, stages
-    (128, 64, 64, 8, 4, 3), (128, 64, 64, 8, 8, 3), (128, 64, 64, 8, 4, 2), (128, 64, 64, 8, 4, 4),
-    (128, 128, 64, 8, 8, 3), (128, 128, 64, 8, 8, 2), (256, 64, 64, 8, 8, 3), (64, 128, 64, 8, 4, 3),
+CONFIGS = [  # fast.geglu_gemm's: BM, BN (columns of [v g] a tile: BN / 2 outputs), BK, GROUP_M, warps, stages
+    (128, 128, 64, 8, 4, 3), (128, 128, 64, 8, 4, 2), (128, 128, 64, 8, 4, 4), (128, 128, 64, 8, 8, 3),
+    (128, 128, 128, 8, 4, 3), (128, 128, 128, 8, 8, 2), (128, 128, 64, 4, 4, 3), (128, 128, 64, 16, 4, 3),
+    (128, 256, 64, 8, 8, 3), (256, 128, 64, 8, 8, 3), (64, 128, 64, 8, 4, 3), (64, 256, 64, 8, 4, 3),
 ]
 
 import triton  # noqa: E402
@@ -64,33 +65,34 @@ def interleaved(x, w, b, tiles=(128, 128, 64, 8, 4, 3)):
 
 
 @triton.jit
-def view3d_kernel(x, w, b, out, M, N, K, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                  GROUP_M: tl.constexpr):  # interleaved without a copy: w read through a 3D view (N, 2, K)
-    pid = tl.program_id(0)
+def persistent_view3d_kernel(x, w, b, out, M, N, K, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                             GROUP_M: tl.constexpr, SMS: tl.constexpr):  # fast's kernel, one program per SM
     tiles_m, tiles_n = tl.cdiv(M, BM), tl.cdiv(N, BN // 2)
     width = GROUP_M * tiles_n
-    first_m = pid // width * GROUP_M
-    rows = tl.minimum(tiles_m - first_m, GROUP_M)
-    m, n = (first_m + pid % width % rows) * BM, pid % width // rows * (BN // 2)
-    acc = tl.zeros((BM, BN), tl.float32)
-    for k in range(0, K, BK):
-        acc = tl.dot(x.load([m, k]), tl.reshape(w.load([n, 0, k]), (BN, BK)).T, acc)
-    j = n + tl.arange(0, BN // 2)
-    bv = tl.load(b + j, mask=j < N, other=0.0).to(tl.float32)
-    bg = tl.load(b + N + j, mask=j < N, other=0.0).to(tl.float32)
-    v, g = tl.split(tl.reshape(acc, (BM, BN // 2, 2)))
-    v, g = v + bv[None, :], g + bg[None, :]
-    out.store([m, n], (v * 0.5 * g * (1.0 + tl.math.erf(g * 0.7071067811865476))).to(out.dtype))
+    for tile in tl.range(tl.program_id(0), tiles_m * tiles_n, SMS):
+        first_m = tile // width * GROUP_M
+        rows = tl.minimum(tiles_m - first_m, GROUP_M)
+        m, n = (first_m + tile % width % rows) * BM, tile % width // rows * (BN // 2)
+        acc = tl.zeros((BM, BN), tl.float32)
+        for k in range(0, K, BK):
+            acc = tl.dot(x.load([m, k]), tl.reshape(w.load([n, 0, k]), (BN, BK)).T, acc)
+        value, gate = tl.split(tl.reshape(acc, (BM, BN // 2, 2)))
+        j = n + tl.arange(0, BN // 2)
+        value += tl.load(b + j, mask=j < N, other=0.0).to(tl.float32)[None, :]
+        gate += tl.load(b + N + j, mask=j < N, other=0.0).to(tl.float32)[None, :]
+        out.store([m, n], (value * 0.5 * gate * (1.0 + tl.math.erf(gate * 0.7071067811865476))).to(out.dtype))
 
 
-def view3d(x, w, b, tiles=(128, 128, 64, 8, 4, 3)):
+def persistent_view3d(x, w, b, tiles):
     BM, BN, BK, group, warps, stages = tiles
     (M, K), N = x.shape, len(w) // 2
     out = x.new_empty(M, N)
-    w3 = TensorDescriptor(w, [N, 2, K], [K, N * K, 1], [BN // 2, 2, BK])  # row (j, h): value j if h = 0, else gate j
+    sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+    w3 = TensorDescriptor(w, [N, 2, K], [K, N * K, 1], [BN // 2, 2, BK])
     descs = [TensorDescriptor.from_tensor(t, bl) for t, bl in ((x, [BM, BK]), (out, [BM, BN // 2]))]
-    view3d_kernel[(triton.cdiv(M, BM) * triton.cdiv(N, BN // 2),)](
-        descs[0], w3, b, descs[1], M, N, K, BM=BM, BN=BN, BK=BK, GROUP_M=group, num_warps=warps, num_stages=stages)
+    persistent_view3d_kernel[(min(sms, triton.cdiv(M, BM) * triton.cdiv(N, BN // 2)),)](
+        descs[0], w3, b, descs[1], M, N, K, BM=BM, BN=BN, BK=BK, GROUP_M=group, SMS=sms, num_warps=warps,
+        num_stages=stages)
     return out
 
 
@@ -160,10 +162,10 @@ def main():
             row("eager: cublas + geglu_kernel", lambda: eager(geglu, x), eager(geglu, x))
             forms = [(f"fused {tiles}", functools.partial(fast.geglu_gemm, x, w, b, tiles)) for tiles in CONFIGS]
             forms.append(("interleaved (128, 128, 64, 8, 4, 3)", functools.partial(interleaved, x, *inter)))
-            forms += [(f"3D view {tiles}", functools.partial(view3d, x, w, b, tiles))
+            forms += [(f"persistent, two accumulators {tiles}", functools.partial(persistent, x, w, b, tiles, False))
+                      for tiles in ((128, 128, 64, 8, 8, 3), (128, 64, 64, 8, 4, 3))]
+            forms += [(f"persistent 3D view {tiles}", functools.partial(persistent_view3d, x, w, b, tiles))
                       for tiles in ((128, 128, 64, 8, 4, 3), (128, 128, 64, 8, 8, 3), (128, 256, 64, 8, 8, 3))]
-            forms += [(f"persistent {tiles} flatten={f}", functools.partial(persistent, x, w, b, tiles, f))
-                      for tiles in ((128, 64, 64, 8, 4, 3), (128, 128, 64, 8, 8, 3)) for f in (False, True)]
             for name, fn in forms:
                 try:
                     row(name, fn, fn())
