@@ -49,3 +49,19 @@ ab_step() {  # ab_step R TREE NAME CACHE SCRIPT ARGS...: python3 SCRIPT ARGS --j
   local rc=$?  # before the date's command substitution resets $?
   echo "$(date +%s) end $name rc=$rc" >> $R/progress
 }
+
+ab_best_geglu_tiles() {  # ab_best_geglu_tiles ROWS FAST_PY: set FAST_PY's GEGLU_TILES to the "fused" config of
+  python3 - "$1" "$2" <<'PY'  # probe_geglu_gemm.py's rows (JSON) fastest over the three widths; print the totals
+import collections, json, re, sys
+rows = json.load(open(sys.argv[1]))["rows"]
+total = collections.defaultdict(float)
+for r in rows:
+    total[r["form"]] += r["ms"]
+best = min((f for f in total if f.startswith("fused") and sum(1 for r in rows if r["form"] == f) == 3), key=total.get)
+print({f: round(t, 3) for f, t in total.items()}, "best", best)
+src = open(sys.argv[2]).read()
+src = re.sub(r"GEGLU_TILES = \([0-9, ]*\)", "GEGLU_TILES = " + best[len("fused "):], src, count=1)
+open(sys.argv[2], "w").write(src)
+PY
+  grep -n "^GEGLU_TILES" "$2"
+}

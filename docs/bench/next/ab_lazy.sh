@@ -21,19 +21,7 @@ R=/tmp/ab_lazy
 if [ "$1" = poll ]; then ab_poll $R $2 ab_lazy; exit 0; fi
 ab_setup $R "$1" main - lazy docs/bench/next/levers/17-lazy-residual-bias.patch tiles -
 ab_step $R main probe_geglu probe_geglu docs/bench/next/probe_geglu_gemm.py
-python3 - $R/log/probe_geglu.json $R/tiles/fast.py >> $R/log/apply.log 2>&1 <<'PY'
-import collections, json, re, sys
-rows = json.load(open(sys.argv[1]))["rows"]
-total = collections.defaultdict(float)
-for r in rows:
-    total[r["form"]] += r["ms"]
-best = min((f for f in total if f.startswith("fused") and sum(1 for r in rows if r["form"] == f) == 3), key=total.get)
-print({f: round(t, 3) for f, t in total.items()}, "best", best)
-src = open(sys.argv[2]).read()
-src = re.sub(r"GEGLU_TILES = \([0-9, ]*\)", "GEGLU_TILES = " + best[len("fused "):], src, count=1)
-open(sys.argv[2], "w").write(src)
-PY
-grep -n "^GEGLU_TILES" $R/tiles/fast.py >> $R/log/apply.log
+ab_best_geglu_tiles $R/log/probe_geglu.json $R/tiles/fast.py >> $R/log/apply.log 2>&1
 E="--e2e --frames 1150 --steps 3"
 ab_step $R main e2e_main e2e_main bench.py $E
 ab_step $R lazy e2e_lazy e2e_lazy bench.py $E
