@@ -250,16 +250,18 @@ class FfmpegPipe:
     def __init__(self, path, fps):
         import imageio_ffmpeg
         self.path, self.fps, self.ffmpeg, self.process = path, fps, imageio_ffmpeg.get_ffmpeg_exe(), None
+        self.log = None  # ffmpeg's messages: a file, not a pipe (a pipe nobody reads while it runs could fill)
 
     def append_data(self, frame):
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"an mp4 frame must be uint8 (H, W, 3), not {frame.dtype} {frame.shape}")
         if self.process is None:
             h, w, _ = frame.shape
+            self.log = tempfile.TemporaryFile()
             self.process = subprocess.Popen(
                 [self.ffmpeg, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
                  "-r", f"{self.fps:.02f}", "-i", "-", "-an", "-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", "10",
-                 self.path], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                 self.path], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log,
                 start_new_session=True)
         try:
             self.process.stdin.write(np.ascontiguousarray(frame))
@@ -272,9 +274,11 @@ class FfmpegPipe:
             raise OSError(f"no frames to write to {self.path!r}")
         with suppress(BrokenPipeError):  # ffmpeg gone: its exit code and message tell why
             self.process.stdin.close()
-        error = self.process.stderr.read().decode(errors="replace").strip().splitlines()
-        self.process.stderr.close()
-        if self.process.wait():
+        self.process.wait()
+        self.log.seek(0)
+        error = self.log.read().decode(errors="replace").strip().splitlines()
+        self.log.close()
+        if self.process.returncode:
             raise OSError(f"ffmpeg could not write {self.path!r} "
                           f"({error[-1] if error else f'exit code {self.process.returncode}'})")
 
@@ -282,9 +286,9 @@ class FfmpegPipe:
         if self.process is not None:
             self.process.kill()
             self.process.wait()
-            for pipe in (self.process.stdin, self.process.stderr):
+            for file in (self.process.stdin, self.log):
                 with suppress(OSError):
-                    pipe.close()
+                    file.close()
 
 
 @contextmanager
