@@ -516,7 +516,8 @@ def frame_layer_cases(dtype):  # (name, plain call, fast form call) of each eage
     x_last = x.contiguous(memory_format=torch.channels_last)  # as the decoder hands it on
     cases.append(("VAE ResnetBlock", functools.partial(vae, x_last),
                   functools.partial(fast.vae_resnet_forward, vae, x_last)))
-    for name, up, frames in (("Upsample", model.Upsample(64), x), ("VAE Resample up", model.Resample(64, True), x_last)):
+    for name, up, frames in (("Upsample", model.Upsample(64), x),
+                             ("VAE Resample up", model.Resample(64, True), x_last)):
         up = simulate.randomize(up, 4).to(dtype).eval()  # 5 x 7 frames: odd sizes both ways
         cases.append((name, functools.partial(up, frames), functools.partial(fast.upsample_forward, up, frames)))
     return cases
