@@ -65,3 +65,9 @@ open(sys.argv[2], "w").write(src)
 PY
   grep -n "^GEGLU_TILES" "$2"
 }
+
+ab_gpu_test() {  # ab_gpu_test R TREE: test_all.py's GPU-only test in R/TREE (the fast forms recorded as a CUDA graph
+  (cd $1/$2 && timeout 240 python3 -m pytest -q -x -p no:cacheprovider test_all.py -k graphed_clip_forward) \
+    > $1/log/gpu_test_$2.log 2>&1  # and replayed, against the eager forward), before any timing: run 52's graphed
+  echo "$(date +%s) gpu test $2 rc=$?" >> $1/progress  # runs failed on a host copy that CI's CPUs could not see
+}

@@ -12,7 +12,7 @@
 #    finds fastest over the three widths, when not main's own. Run 51's probe: main's (128, 128, 64, 8, 4, 3) 2.544
 #    ms over the widths, the interleaved copy 2.431, a persistent two-accumulator kernel 1.18 against main's 1.296 ms
 #    at C = 1280. Prediction: at most -4 % of the GEGLU GEMM's ~80 ms, the forward -0 to -0.7 %.
-# ~11 minutes with the start. One daemon:
+# First test_all.py's GPU-only test in main and lazy. ~12 minutes with the start. One daemon:
 #   run(command='setsid nohup bash docs/bench/next/ab_lazy.sh "$PWD" > /tmp/ab_lazy.out 2>&1 < /dev/null &
 #                sleep 2; bash docs/bench/next/ab_lazy.sh poll 560', carry=[".whl"])
 #   run(command='bash docs/bench/next/ab_lazy.sh poll 560', carry=[".whl"])     # at once, until "done"
@@ -20,6 +20,8 @@
 R=/tmp/ab_lazy
 if [ "$1" = poll ]; then ab_poll $R $2 ab_lazy; exit 0; fi
 ab_setup $R "$1" main - lazy docs/bench/next/levers/17-lazy-residual-bias.patch tiles -
+ab_gpu_test $R main
+ab_gpu_test $R lazy
 ab_step $R main probe_geglu probe_geglu docs/bench/next/probe_geglu_gemm.py
 ab_best_geglu_tiles $R/log/probe_geglu.json $R/tiles/fast.py >> $R/log/apply.log 2>&1
 E="--e2e --frames 1150 --steps 3"
