@@ -98,10 +98,10 @@ def persistent_view3d(x, w, b, tiles):
 
 @triton.jit
 def persistent_kernel(x, w, b, out, M, N, K, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                      GROUP_M: tl.constexpr, SMS: tl.constexpr, FLATTEN: tl.constexpr):
+                      GROUP_M: tl.constexpr, SMS: tl.constexpr):  # run 49's two accumulators, one program per SM
     tiles_m, tiles_n = tl.cdiv(M, BM), tl.cdiv(N, BN)
     width = GROUP_M * tiles_n
-    for tile in tl.range(tl.program_id(0), tiles_m * tiles_n, SMS, flatten=FLATTEN):
+    for tile in tl.range(tl.program_id(0), tiles_m * tiles_n, SMS):  # flatten=True lost in runs 49 and 51
         first_m = tile // width * GROUP_M
         rows = tl.minimum(tiles_m - first_m, GROUP_M)
         m, n = (first_m + tile % width % rows) * BM, tile % width // rows * BN
@@ -116,14 +116,14 @@ def persistent_kernel(x, w, b, out, M, N, K, BM: tl.constexpr, BN: tl.constexpr,
         out.store([m, n], (value * 0.5 * gate * (1.0 + tl.math.erf(gate * 0.7071067811865476))).to(out.dtype))
 
 
-def persistent(x, w, b, tiles, flatten):
+def persistent(x, w, b, tiles):
     BM, BN, BK, group, warps, stages = tiles
     (M, K), N = x.shape, len(w) // 2
     out = x.new_empty(M, N)
     sms = torch.cuda.get_device_properties(x.device).multi_processor_count
     descs = [TensorDescriptor.from_tensor(t, bl) for t, bl in ((x, [BM, BK]), (w, [BN, BK]), (out, [BM, BN]))]
     persistent_kernel[(min(sms, triton.cdiv(M, BM) * triton.cdiv(N, BN)),)](
-        descs[0], descs[1], b, descs[2], M, N, K, BM=BM, BN=BN, BK=BK, GROUP_M=group, SMS=sms, FLATTEN=flatten,
+        descs[0], descs[1], b, descs[2], M, N, K, BM=BM, BN=BN, BK=BK, GROUP_M=group, SMS=sms,
         num_warps=warps, num_stages=stages)
     return out
 
@@ -162,7 +162,7 @@ def main():
             row("eager: cublas + geglu_kernel", lambda: eager(geglu, x), eager(geglu, x))
             forms = [(f"fused {tiles}", functools.partial(fast.geglu_gemm, x, w, b, tiles)) for tiles in CONFIGS]
             forms.append(("interleaved (128, 128, 64, 8, 4, 3)", functools.partial(interleaved, x, *inter)))
-            forms += [(f"persistent, two accumulators {tiles}", functools.partial(persistent, x, w, b, tiles, False))
+            forms += [(f"persistent, two accumulators {tiles}", functools.partial(persistent, x, w, b, tiles))
                       for tiles in ((128, 128, 64, 8, 8, 3), (128, 64, 64, 8, 4, 3))]
             forms += [(f"persistent 3D view {tiles}", functools.partial(persistent_view3d, x, w, b, tiles))
                       for tiles in ((128, 128, 64, 8, 4, 3), (128, 128, 64, 8, 8, 3), (128, 256, 64, 8, 8, 3))]
