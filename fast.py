@@ -309,6 +309,9 @@ def temporal_transformer_forward(tt, ops, x):
     tiled kernel that writes x's frames-major layout, so the fold after it is a view)."""
     b, c, t, h, w = x.shape
     y = tt.project(tt.proj_in, tt.norm(x).permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c))
+    if ops is KERNELS:  # the blocks' biases carried to proj_out's (transformer_blocks_forward)
+        y, shift = transformer_blocks_forward(tt.transformer_blocks, y)
+        return ops.project_out(tt, y, x, shift)
     for block in tt.transformer_blocks:
         y = block(y)
     return ops.project_out(tt, y, x)
@@ -448,21 +451,20 @@ if triton is not None:
         out.store([m, n], (value * 0.5 * gate * (1.0 + tl.math.erf(gate * 0.7071067811865476))).to(out.dtype))
 
     @triton.jit
-    def layer_norm_kernel(x, weight, bias, shift, y, r, R, C, eps, ROWS: tl.constexpr, BLOCK: tl.constexpr):
-        # LayerNorm of ROWS rows of C channels (float32, each row held whole) -> y, and r = x + shift (shift (C,)):
-        # the base of the residual sum that the GEMM after the next layer completes
+    def layer_norm_kernel(x, weight, bias, shift, y, R, C, eps, ROWS: tl.constexpr, BLOCK: tl.constexpr):
+        # LayerNorm of ROWS rows of x + shift, C channels (float32, each row held whole; shift (C,) float32: the
+        # residual sums' biases not yet added to x) -> y
         row = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)[:, None]
         c = tl.arange(0, BLOCK)[None, :]
         inside = (row < R) & (c < C)
         v = tl.load(x + row * C + c, mask=inside, other=0.0).to(tl.float32)
+        v += tl.load(shift + c, mask=c < C, other=0.0)
         mean = tl.sum(v, 1)[:, None] / C
         d = tl.where(inside, v - mean, 0.0)
         rstd = tl.rsqrt(tl.sum(d * d, 1)[:, None] / C + eps)
         w = tl.load(weight + c, mask=c < C, other=0.0).to(tl.float32)
         b = tl.load(bias + c, mask=c < C, other=0.0).to(tl.float32)
         tl.store(y + row * C + c, (d * rstd * w + b).to(y.dtype.element_ty), mask=inside)
-        s = tl.load(shift + c, mask=c < C, other=0.0).to(tl.float32)
-        tl.store(r + row * C + c, (v + s).to(r.dtype.element_ty), mask=inside)
 
     # the dual-scope temporal attention (kernel_attention): one program per sequence, head and block of queries
 
@@ -639,16 +641,18 @@ def kernel_add_residual(x, h, bias):  # add_residual as one pass (eagerly two: h
     return out
 
 
-def kernel_project_out(tt, y, x):
-    """project_out as one pass after a GEMM without bias: the token-major projection, its bias and the residual x
-    summed into x's layout (eagerly, the sum reads the projection across its strides, a slow kernel)."""
-    if not use_kernels(x):
-        return project_out(tt, y, x)
+def kernel_project_out(tt, y, x, shift):
+    """project_out of y + shift (c,) (transformer_blocks_forward's output) as one pass after a GEMM without bias:
+    the token-major projection, its bias and the residual x summed into x's layout (eagerly, the sum reads the
+    projection across its strides, a slow kernel)."""
     b, c, t, h, w = x.shape
     weight = tt.proj_out.weight if isinstance(tt.proj_out, nn.Linear) else tt.proj_out.weight[..., 0]  # Conv1d k=1
+    bias = proj_out_bias(tt.proj_out, weight, shift)
     p = F.linear(y, weight).view(b, h, w, t, c).permute(0, 4, 3, 1, 2)  # (b, c, t, h, w), token-major memory
+    if not use_kernels(x):
+        return x + (p + bias.view(-1, 1, 1, 1)).to(x.dtype)
     out = torch.empty_like(x)
-    launch_add(p, out, x, tt.proj_out.bias)
+    launch_add(p, out, x, bias)
     return out
 
 
@@ -728,43 +732,50 @@ def geglu_forward(geglu, x):
     return out
 
 
-def layer_norm_shift(x, norm, shift):
-    """(LayerNorm `norm` of x, x + shift) for x (..., c) contiguous, shift (c,): one pass over x (Triton) where the
+def layer_norm(x, norm, shift):
+    """LayerNorm `norm` of x + shift, x (..., c) contiguous, shift (c,) float32: one pass over x (Triton) where the
     kernels run."""
     if not use_kernels(x):
-        return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps), x + shift
-    x = x.contiguous()
+        return F.layer_norm((x + shift).to(x.dtype), norm.normalized_shape, norm.weight, norm.bias, norm.eps)
     rows, c = x[..., 0].numel(), x.shape[-1]
-    y, r = torch.empty_like(x), torch.empty_like(x)
+    y = torch.empty_like(x)
     block = triton.next_power_of_2(c)
     per = max(1, 4096 // block)  # rows a program: ~4096 values held at once
-    layer_norm_kernel[(triton.cdiv(rows, per),)](x, norm.weight, norm.bias, shift, y, r, rows, c, norm.eps,
-                                                 ROWS=per, BLOCK=block)
-    return y, r
+    layer_norm_kernel[(triton.cdiv(rows, per),)](x, norm.weight, norm.bias, shift, y, rows, c, norm.eps, ROWS=per,
+                                                 BLOCK=block)
+    return y
 
 
-def residual_linear(r, h, linear):  # r += h @ W^T in place (W: linear's weight; its bias already in r): one GEMM
-    rows = r.flatten(0, -2)  # out=rows, as addmm_ does it, but torch.utils.flop_counter counts this one
+def residual_linear(x, h, linear):  # x += h @ W^T in place (W: linear's weight, its bias left out): one GEMM
+    rows = x.flatten(0, -2)  # out=rows, as addmm_ does it, but torch.utils.flop_counter counts this one
     torch.addmm(rows, h.flatten(0, -2), linear.weight.t(), out=rows)
-    return r
 
 
-def transformer_block_forward(block, x, context=None):
-    """model.TransformerBlock.forward with each residual sum made by the GEMM of the layer it adds (torch.addmm with
-    the sum's other term as its C: no pass of its own), and each LayerNorm one pass that also writes that term, x plus
-    the bias of the projection to come: x (n, l, c) -> x + attn1, + attn2, + ff, each after its LayerNorm."""
-    out1, out2 = (getattr(a, "attn", a).to_out[0] for a in (block.attn1, block.attn2))  # a ClipAttention wraps one
-    ff_out = block.ff.net[2]
-    y, r = layer_norm_shift(x, block.norm1, out1.bias)
-    x = residual_linear(r, block.attn1.attend(y), out1)
-    y, r = layer_norm_shift(x, block.norm2, out2.bias)
-    x = residual_linear(r, block.attn2.attend(y, context), out2)
-    y, r = layer_norm_shift(x, block.norm3, ff_out.bias)
-    ff = block.ff  # its rows in chunks, as model.FeedForward: a bound on GEGLU's activations (8x the width)
-    rows = max(1, ff.chunk_bytes // (y[:1].numel() * 8 * y.element_size()))
-    for i in range(0, len(y), rows):
-        residual_linear(r[i:i + rows], ff.net[0](y[i:i + rows]), ff_out)
-    return r
+def transformer_blocks_forward(blocks, x, context=None):
+    """A transformer's model.TransformerBlocks on x (n, l, c), x overwritten -> (x', shift) with x' + shift (c,)
+    float32 their output. Each residual sum is made by the GEMM of the layer it adds (torch.addmm onto x in place,
+    no pass of its own) and that layer's bias is left out of it, summed into shift instead: the LayerNorm that reads x
+    next adds shift in the pass it makes anyway, and the transformer folds it into proj_out's bias (proj_out(x' +
+    shift) = proj_out(x') + W shift), so no pass writes x plus a bias."""
+    x, shift = x.contiguous(), x.new_zeros(x.shape[-1], dtype=torch.float32)  # the GEMMs add onto x's rows in place
+    for block in blocks:
+        out1, out2 = (getattr(a, "attn", a).to_out[0] for a in (block.attn1, block.attn2))  # ClipAttention wraps one
+        ff, ff_out = block.ff, block.ff.net[2]
+        residual_linear(x, block.attn1.attend(layer_norm(x, block.norm1, shift)), out1)
+        shift = shift + out1.bias
+        residual_linear(x, block.attn2.attend(layer_norm(x, block.norm2, shift), context), out2)
+        shift = shift + out2.bias
+        y = layer_norm(x, block.norm3, shift)
+        rows = max(1, ff.chunk_bytes // (y[:1].numel() * 8 * y.element_size()))  # as model.FeedForward: a bound on
+        for i in range(0, len(y), rows):  # GEGLU's activations (8x the width)
+            residual_linear(x[i:i + rows], ff.net[0](y[i:i + rows]), ff_out)
+        shift = shift + ff_out.bias
+    return x, shift
+
+
+def proj_out_bias(proj_out, weight, shift):  # proj_out's bias with W shift folded in (float32 or wider): see above
+    f32 = torch.promote_types(weight.dtype, torch.float32)
+    return proj_out.bias.to(f32) + F.linear(shift.to(f32), weight.to(f32))
 
 
 def residual_block(x, norm1, conv1, norm2, conv2, shortcut=None, pre=None, channels_last=False):
@@ -803,15 +814,15 @@ def vae_resnet_forward(block, x):
 
 def spatial_transformer_forward(st, x, context):
     """model.SpatialTransformer.forward, the GroupNorm writing its tokens ((b t), (h w), c) directly (channels-last
-    frames, so proj_in reads a view) and proj_out's bias folded into the residual add: x ((b t), c, h, w)
-    channels-first -> channels-first."""
+    frames, so proj_in reads a view), the blocks as transformer_blocks_forward, proj_out's bias (and the blocks'
+    biases) folded into the residual add: x ((b t), c, h, w) channels-first -> channels-first."""
     bt, c, h, w = x.shape
     tokens = frame_pass(x, st.norm)  # channels-last: memory ((b t), h, w, c)
-    y = st.proj_in(tokens.permute(0, 2, 3, 1).reshape(bt, h * w, c))
-    for block in st.transformer_blocks:
-        y = block(y, context)
+    y, shift = transformer_blocks_forward(st.transformer_blocks, st.proj_in(tokens.permute(0, 2, 3, 1).reshape(
+        bt, h * w, c)), context)
+    bias = proj_out_bias(st.proj_out, st.proj_out.weight, shift)
     y = F.linear(y, st.proj_out.weight).view(bt, h, w, c).permute(0, 3, 1, 2)  # channels-last frames
-    return frame_pass(y, residual=x, bias=st.proj_out.bias, channels_last=False)
+    return frame_pass(y, residual=x, bias=bias, channels_last=False)
 
 
 def upsample_conv(conv, x):
@@ -845,14 +856,13 @@ def upsample_forward(up, x):  # model.Upsample.forward, or the VAE's model.Resam
 
 
 def eager_frame_layers(unet):
-    """Swap the per-frame layers for their eager fast forms (the ResBlocks' per-frame part, the SpatialTransformers,
-    the Upsamples, every TransformerBlock and GEGLU); returns the undo list. accelerate does so where their Triton
-    kernels run (a model on a GPU, with Triton): elsewhere the forms' PyTorch arithmetic, more passes than the plain
-    layers' native kernels, is slower."""
+    """Swap the per-frame layers for their eager fast forms (the ResBlocks' per-frame part, the SpatialTransformers
+    with their TransformerBlocks, the Upsamples and every GEGLU); returns the undo list. accelerate does so where
+    their Triton kernels run (a model on a GPU, with Triton): elsewhere the forms' PyTorch arithmetic, more passes
+    than the plain layers' native kernels, is slower."""
     forms = {model.ResBlock: ("frame_layers", resblock_frame_layers),
              model.SpatialTransformer: ("forward", spatial_transformer_forward),
              model.Upsample: ("forward", upsample_forward),
-             model.TransformerBlock: ("forward", transformer_block_forward),
              model.GEGLU: ("forward", geglu_forward)}
     return [swap(m, forms[type(m)][0], functools.partial(forms[type(m)][1], m)) for m in list(unet.modules())
             if type(m) in forms]

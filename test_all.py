@@ -499,14 +499,18 @@ def frame_layer_cases(dtype):  # (name, plain call, fast form call) of each eage
     st = simulate.randomize(model.SpatialTransformer(64, 2, 32, 48), 1).to(dtype).eval()
     cases.append(("SpatialTransformer", functools.partial(st, x, context),
                   functools.partial(fast.spatial_transformer_forward, st, x, context)))
-    block = simulate.randomize(model.TransformerBlock(80, 2, 40, 48), 3).to(dtype).eval()  # 80: a partial tile
-    y = torch.randn(6, 35, 80, generator=g).to(dtype)
-    cases.append(("TransformerBlock", functools.partial(block, y, context),
-                  functools.partial(fast.transformer_block_forward, block, y, context)))
-    chunked = copy.deepcopy(block)
+    blocks = [simulate.randomize(model.TransformerBlock(80, 2, 40, 48), i).to(dtype).eval() for i in (3, 4)]
+    y = torch.randn(6, 35, 80, generator=g).to(dtype)  # 80: a partial tile
+
+    def lazy(blocks):  # transformer_blocks_forward's output, its biases added (it overwrites its input: a copy)
+        y_, shift = fast.transformer_blocks_forward(blocks, y.clone(), context)
+        return y_ + shift.to(y_.dtype)
+    cases.append(("TransformerBlocks", lambda: blocks[1](blocks[0](y, context), context),
+                  functools.partial(lazy, blocks)))
+    chunked = copy.deepcopy(blocks[0])
     chunked.ff.chunk_bytes = y[:1].numel() * 8 * y.element_size() * 4  # its FeedForward in chunks of 4 rows of 6
     cases.append(("TransformerBlock, FeedForward in chunks", functools.partial(chunked, y, context),
-                  functools.partial(fast.transformer_block_forward, chunked, y, context)))
+                  functools.partial(lazy, [chunked])))
     geglu = simulate.randomize(model.GEGLU(48, 1100), 2).to(dtype).eval()  # 1100: a partial tile of the kernel's
     cases.append(("GEGLU", functools.partial(geglu, context), functools.partial(fast.geglu_forward, geglu, context)))
     geglu = simulate.randomize(model.GEGLU(48, 1096), 2).to(dtype).eval()  # widths TMA takes; 1096: a partial tile
@@ -581,10 +585,12 @@ for dtype, tol in ((torch.float32, 2e-6), (torch.bfloat16, 2e-2)):
     want, got = fast.add_residual(x.double(), h.double(), bias.double()), fast.kernel_add_residual(x, h, bias.to(dtype))
     assert test_all.rel_err(got.double(), want) <= tol and got.stride() == x.stride(), dtype
     x, y = torch.randn(2, 5, 96, 6, 7, generator=g).to(dtype).transpose(1, 2), torch.randn(84, 5, 40, generator=g)
+    shift = torch.randn(40, generator=g)  # the blocks' biases left out of y
     for use_linear in (True, False):  # 96 channels: a partial tile; 84 = (b h w) sequences of 5 frames
         tt = model.TemporalTransformer(96, 2, 20, use_linear=use_linear).to(dtype)
         with torch.no_grad():
-            want, got = fast.project_out(tt, y.to(dtype), x), fast.kernel_project_out(tt, y.to(dtype), x)
+            want = fast.project_out(tt, (y + shift).to(dtype), x)
+            got = fast.kernel_project_out(tt, y.to(dtype), x, shift)
         assert test_all.rel_err(got.double(), want.double()) <= tol and got.stride() == x.stride(), (dtype, use_linear)
     for channels_last in (False, True):  # each kernel reading either layout
         # 70 channels (partial channel tiles), 600 pixels (partial pixel tiles, two row blocks of frame_pass)
@@ -604,14 +610,15 @@ for dtype, tol in ((torch.float32, 2e-6), (torch.bfloat16, 2e-2)):
     with torch.no_grad():
         for name, plain, quick in test_all.frame_layer_cases(dtype):
             assert test_all.rel_err(quick().double(), plain().double()) <= tol, (dtype, name)
-    # the LayerNorm with the next residual's base: 70 channels (a partial tile), rows past the last program's
+    # the LayerNorm of x + the residual sums' biases: 70 channels (a partial tile), rows past the last program's
     norm = torch.nn.LayerNorm(70).to(dtype)
     torch.nn.init.normal_(norm.weight, 1, 0.1, generator=g), torch.nn.init.normal_(norm.bias, 0, 0.1, generator=g)
-    x, shift = torch.randn(5, 11, 70, generator=g).to(dtype), torch.randn(70, generator=g).to(dtype)
+    x, shift = torch.randn(5, 11, 70, generator=g).to(dtype), torch.randn(70, generator=g)
     with torch.no_grad():
-        y, r = fast.layer_norm_shift(x, norm, shift)
-        want = torch.nn.functional.layer_norm(x.double(), (70,), norm.weight.double(), norm.bias.double(), norm.eps)
-        assert test_all.rel_err(y.double(), want) <= tol and test_all.rel_err(r.double(), x.double() + shift) <= tol
+        y = fast.layer_norm(x, norm, shift)
+        want = torch.nn.functional.layer_norm(x.double() + shift.double(), (70,), norm.weight.double(),
+                                              norm.bias.double(), norm.eps)
+        assert test_all.rel_err(y.double(), want) <= tol
     # the dual-scope attention against dual_scope.clip_attention: two query blocks, halos narrower than w, a clip
     # shorter than a tile, no global frames or every frame global, the token scale, q, k, v in to_q's memory
     for T, w, k, token_scale, start, n in ((150, 8, 16, False, 40, 80), (48, 8, 16, True, 0, 48),
