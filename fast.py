@@ -16,8 +16,9 @@ same numbers (tests: equal to 1e-12 in float64) with fewer, larger kernels:
                       NHWC frames without transposes); their GroupNorms, SiLUs, bias adds and residuals as two Triton
                       kernels that read one layout and write the other; GEGLU one Triton GEMM (x * gelu(gate) in its
                       epilogue, the projection never written);
-                      each TransformerBlock's residual sums made by the GEMMs they follow, each LayerNorm one pass that
-                      writes the sum's other term; a temporal layer's output sums one pass each;
+                      each TransformerBlock's residual sums made by the GEMMs they follow, their biases carried
+                      apart and added by the next LayerNorm's pass (transformer_blocks_forward); a temporal layer's
+                      output sums one pass each;
                       all these kernels' variants compiled side by side before sample.py's first step
                       (compile_kernels)
   VAE decoder         on a GPU (sample.py, compiled or not): channels-last from its first ResnetBlock on, the
