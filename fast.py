@@ -19,8 +19,8 @@ same numbers (tests: equal to 1e-12 in float64) with fewer, larger kernels:
                       each TransformerBlock's residual sums made by the GEMMs they follow, their biases carried
                       apart and added by the next LayerNorm's pass (transformer_blocks_forward); a temporal layer's
                       output sums one pass each;
-                      all these kernels' variants compiled side by side while sample.py's first step starts, each
-                      launch waiting for its own variant only (compile_kernels)
+                      all these kernels' variants compiled side by side before sample.py's first step
+                      (compile_kernels)
   VAE decoder         on a GPU (sample.py, compiled or not): channels-last from its first ResnetBlock on, the
                       ResnetBlocks as the UNet's ResBlocks (residual_block), its GroupNorms on the same kernels
                       (accelerate_decoder)
@@ -37,7 +37,6 @@ import math
 import os
 import pathlib
 import sys
-import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -875,8 +874,7 @@ def eager_frame_layers(unet):
 # pointers divide by 16) at its first launch, one after another: 42 variants in sample.py's first step at 1150 frames,
 # and (Triton 3.6) a launcher per kernel signature built by the C compiler, 10 of them. A compile spends most of its
 # time outside the GIL (MLIR's passes, ptxas, the C compiler), so threads build them side by side (run 49: forked
-# processes were no faster), and the GPU need not wait for all of them: the first forward's early layers run while the
-# later layers' variants still compile.
+# processes were no faster).
 
 TRITON_KERNELS = ("channel_moments_kernel", "frame_pass_kernel", "geglu_gemm_kernel", "geglu_kernel",
                   "layer_norm_kernel", "dual_scope_kernel")
@@ -894,37 +892,25 @@ def variant(args, kwargs):  # what Triton specialises a launch on: equal keys, o
     return tuple(map(of, args)), tuple(sorted(kwargs.items()))
 
 
-class CompiledAhead:
-    """Stands in for a Triton kernel while its variants compile in a pool (compile_kernels). While the stand-in runs,
-    kernel[grid](*args) submits, once per variant, the kernel's launch over an empty grid: in its thread that compiles
-    the variant, builds its launcher and loads it, and runs nothing. After, a launch waits for its variant's compile,
-    then runs; once every compile is done the kernels are put back."""
+class CompileOnly:
+    """Stands in for a Triton kernel: kernel[grid](*args) submits to `pool`, once per variant (`jobs`), the kernel's
+    launch over an empty grid: it compiles the variant, builds its launcher and loads it, and runs nothing."""
 
-    def __init__(self, kernel, ahead):
-        self.kernel, self.ahead = kernel, ahead
+    def __init__(self, kernel, jobs, pool):
+        self.kernel, self.jobs, self.pool = kernel, jobs, pool
 
     def __getitem__(self, grid):
         def launch(*args, **kwargs):
-            key, jobs = (self.kernel, variant(args, kwargs)), self.ahead.jobs
-            if self.ahead.submitting:
-                if key not in jobs:
-                    jobs[key] = self.ahead.pool.submit(self.kernel[(0,)], *args, **kwargs)
-                return
-            if key in jobs:
-                jobs[key].exception()  # waits; a failed variant compiles at this launch instead, as without it
-            if all(job.done() for job in jobs.values()):
-                self.ahead.put_back()
-            self.kernel[grid](*args, **kwargs)
+            key = (self.kernel, variant(args, kwargs))
+            if key not in self.jobs:
+                self.jobs[key] = self.pool.submit(self.kernel[(0,)], *args, **kwargs)
         return launch
 
 
-@contextmanager
-def compile_kernels(unet, latent, clip_lengths, fps, vae=None, decode_batch=1, threads=None):
+def compile_kernels(unet, latent, clip_frames, fps, vae=None, decode_batch=1, threads=None):
     """Compile, side by side, the Triton kernel variants that `unet`'s forwards (fast forms swapped in) will launch
-    on clips of `clip_lengths` frames of `latent` (c, h, w), while the first of those forwards already runs: inside
-    the context a kernel's launch waits only for its own variant, so the GPU starts on the first step's early layers
-    while the later layers' variants still compile. One stand-in forward per clip length first, of one rank alone,
-    batch 2 (cond and uncond), every launch submitting a compile instead of running, its output dropped. Its clip has
+    on clips of `clip_frames` frames of `latent` (c, h, w), before the first of them: one stand-in forward of one rank
+    alone, batch 2 (cond and uncond), every launch compiling instead of running, its output dropped. Its clip has
     48 + n % 16 frames (n itself up to 64): the sizes Triton specialises on divide by 16 as at n, and the attention's
     query tile is as wide. With `vae` (its decoder's fast forms swapped in), the decoder's too: a stand-in decode per
     batch size the clip is decoded in (decode_batch frames, and the rest), each of b frames if b <= 16, else of
@@ -932,40 +918,30 @@ def compile_kernels(unet, latent, clip_lengths, fps, vae=None, decode_batch=1, t
     without it. A no-op where the kernels do not run (a CPU; Triton's interpreter compiles nothing)."""
     weight = next(unet.parameters())
     if INTERPRET or not use_kernels(weight):
-        yield
         return
+    n = clip_frames if clip_frames <= 64 else 48 + clip_frames % 16
+    x = weight.new_zeros(2, latent[0], n, *latent[1:])
+    timesteps, context = torch.full((2,), 999, device=x.device), weight.new_zeros(2, 77, unet.context_dim)
     # the workers compile for their current device: this model's (a rank's GPU under torchrun), not GPU 0
-    on_device = lambda: weight.is_cuda and torch.cuda.set_device(weight.device)  # noqa: E731
-    module = sys.modules[__name__]
-    ahead = SimpleNamespace(pool=ThreadPoolExecutor(threads or os.cpu_count(), initializer=on_device), jobs={},
-                            submitting=True)
-    undo = [swap(module, name, CompiledAhead(getattr(module, name), ahead)) for name in TRITON_KERNELS]
-    lock = threading.Lock()  # emulated ranks are threads
-
-    def put_back():  # once
-        with lock:
-            while undo:
-                undo.pop()()
-    ahead.put_back = put_back
+    on_device = lambda: x.is_cuda and torch.cuda.set_device(x.device)  # noqa: E731
+    pool = ThreadPoolExecutor(threads or os.cpu_count(), initializer=on_device)
+    module, jobs = sys.modules[__name__], {}
+    undo = [swap(module, name, CompileOnly(getattr(module, name), jobs, pool)) for name in TRITON_KERNELS]
     try:
         with torch.no_grad():
-            for n in clip_lengths:
-                m = n if n <= 64 else 48 + n % 16
-                x = weight.new_zeros(2, latent[0], m, *latent[1:])
-                timesteps, context = torch.full((2,), 999, device=x.device), weight.new_zeros(2, 77, unet.context_dim)
-                clip_forward(unet, EmulatedComm(EmulatedGroup(1), 0), m, x, timesteps, context, fps)
-                if vae is not None:  # the decoder's batch sizes: decode_batch frames, and the rest
-                    for b in {min(decode_batch, n), n % decode_batch} - {0}:
-                        vae.decode(x.new_zeros(min(b, 16 + b % 16), vae.post_quant_conv.in_channels, *latent[1:],
-                                               dtype=next(vae.parameters()).dtype))
-        ahead.submitting = False
-        yield
+            clip_forward(unet, EmulatedComm(EmulatedGroup(1), 0), n, x, timesteps, context, fps)
+            if vae is not None:  # the decoder's batch sizes: decode_batch frames, and the rest
+                dtype = next(vae.parameters()).dtype
+                for b in {min(decode_batch, clip_frames), clip_frames % decode_batch} - {0}:
+                    vae.decode(x.new_zeros(min(b, 16 + b % 16), vae.post_quant_conv.in_channels, *latent[1:],
+                                           dtype=dtype))
     finally:
-        ahead.put_back()
-        ahead.pool.shutdown(cancel_futures=True)  # waits for the compiles under way
-    failed = [job.exception() for job in ahead.jobs.values() if not job.cancelled() and job.exception() is not None]
-    if failed:  # those variants compiled at their first launch instead
-        warnings.warn(f"{len(failed)} of {len(ahead.jobs)} Triton kernel variants did not compile ahead: {failed[0]!r}")
+        for u in undo:
+            u()
+        pool.shutdown()  # waits for the compiles
+    failed = [job.exception() for job in jobs.values() if job.exception() is not None]
+    if failed:  # those variants compile at their first launch instead
+        warnings.warn(f"{len(failed)} of {len(jobs)} Triton kernel variants did not compile ahead: {failed[0]!r}")
 
 
 # -----------------------------------------------------------------------------

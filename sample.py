@@ -884,12 +884,11 @@ def run(args):
             forms = fast.accelerate(parts["unet"], compile=args.compile, any_length=False) if speed else nullcontext()
             # the VAE decoder on fast.py's kernels too, channels-last: at batch 32 1.6x faster on an H200 (run 39)
             decoder = fast.accelerate_decoder(parts["vae"]) if speed else nullcontext()
-            # Triton's kernels compiled side by side while the first step starts, not one by one in it
-            lengths = sorted({stop - start for start, stop in split_frames(s.frames, ranks)})
-            kernels = (fast.compile_kernels(parts["unet"], latent_frame(parts["unet"], s), lengths, s.fps, parts["vae"],
-                                            s.decode_batch) if speed and not args.compile else nullcontext())
-            with fast.compile_cache(args.compile_cache), parallel_temporal_layers(parts["unet"], scope), forms, \
-                    decoder, kernels:
+            with fast.compile_cache(args.compile_cache), parallel_temporal_layers(parts["unet"], scope), forms, decoder:
+                if speed and not args.compile:  # Triton's kernels compiled side by side, not one by one in step 1
+                    for n in sorted({stop - start for start, stop in split_frames(s.frames, ranks)}):
+                        fast.compile_kernels(parts["unet"], latent_frame(parts["unet"], s), n, s.fps, parts["vae"],
+                                             s.decode_batch)
                 if real:
                     comm = DistComm()
                     video, latents, t_denoised, t_decoded, error = clip_to_mp4(comm)

@@ -1,12 +1,11 @@
 """Triton's one-off compile of fast.py's kernel variants before sample.py's first step (fast.compile_kernels), with
 an empty Triton cache, three ways: threads that compile each variant (kernel.warmup, run 48's code), threads that
-launch it over an empty grid (compiled, and its launcher built and loaded: compile_kernels in run 49), and a pool of
+launch it over an empty grid (compiled, and its launcher built and loaded: compile_kernels now), and a pool of
 processes forked before CUDA starts, each compiling a variant from its specialisation alone (MockTensor-like
 pointers: dtype and 16-byte alignment; the same ints and constants) and building its launcher, into the shared cache
-that the parent's first launches then read. Kept as run 49 ran it: it needs that run's fast.py (its CompileOnly;
-compile_kernels became a context in which the first forward runs while the variants compile).
+that the parent's first launches then read.
 
-    TRITON_CACHE_DIR=$(mktemp -d) python3 docs/bench/2026-12-02-h200-run49/probe_compile.py --mode processes --json p.json
+    TRITON_CACHE_DIR=$(mktemp -d) python3 docs/bench/next/probe_compile.py --mode processes --json p.json
 
 One row: the seconds of compile_kernels (VC2's UNet, random weights, bf16, 1150 frames, 40x64 latents, and the
 VAE decoder at batch 32), the variants it compiled, then the first real forward at 1150 frames (batch 2) and a second
