@@ -1,6 +1,7 @@
 #!/bin/bash
-# Run 55 (one H200, issue 19): levers/18 against main (run 54's code, levers/17 landed), end to end with empty
-# compile caches, and the headline's 30 steps cold.
+# One-H200 device session (issue 19), run 55, as it ran from docs/bench/next (beside ab_common.sh): levers/18
+# against main (run 54's code, levers/17 landed), end to end with empty compile caches, and the headline's 30
+# steps cold.
 #  - levers/18-compile-while-running.patch ("ahead"): fast.compile_kernels becomes a context in which the first
 #    forward runs while Triton's variants still compile: after the stand-in forward has submitted every variant, a
 #    kernel's launch waits for its own variant's compile only, so the GPU starts on the first step's early layers

@@ -1,7 +1,9 @@
 #!/bin/bash
-# Run 56 (one H200): probe_first_step.py four ways, each in a fresh process: cold with the compile beside the first
-# forward (main), cold with every compile waited for first (run 54's order), warm (the first's cache), cold with 12
-# compile threads of the 16 CPUs. ~2 minutes:  run(command='bash docs/bench/next/probe_first_step.sh', timeout_s=260)
+# Run 56 (one H200), as it ran from docs/bench/next, on main with levers/18 applied (compile_kernels as a context:
+# probe_first_step.py needs it). probe_first_step.py four ways, each in a fresh process: cold with the compile
+# beside the first forward, cold with every compile waited for first (run 54's order), warm (the first's cache),
+# cold with 12 compile threads of the 16 CPUs. ~2 minutes:
+#   run(command='bash docs/bench/next/probe_first_step.sh', timeout_s=260)
 C=/tmp/probe_first_step
 rm -rf $C && mkdir -p $C
 probe() {  # probe NAME CACHE ARGS...

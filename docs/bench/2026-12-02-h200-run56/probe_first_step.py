@@ -1,5 +1,5 @@
-"""Where the first forward's time goes while Triton's variants compile (fast.compile_kernels, a context since run 55):
-VC2's UNet (random weights, bf16) at 1150 frames, batch 2, and the VAE decoder at batch 32, one rank alone.
+"""Where the first forward's time goes while Triton's variants compile (fast.compile_kernels as a context: levers/18
+applied): VC2's UNet (random weights, bf16) at 1150 frames, batch 2, and the VAE decoder at batch 32, one rank alone.
 
     TRITON_CACHE_DIR=$(mktemp -d) python3 docs/bench/next/probe_first_step.py --json a.json   # cold
     python3 docs/bench/next/probe_first_step.py --wait-all ...   # every compile waited for first (run 54's order)

@@ -1,6 +1,6 @@
 #!/bin/bash
-# Prepared for a one-H200 device session (issue 19), not yet run: levers/17 and the GEGLU GEMM's tiles, each against
-# main (run 53's code), in one call.
+# One-H200 device session (issue 19), run 54, as it ran from docs/bench/next (beside ab_common.sh): levers/17
+# and the GEGLU GEMM's tiles, each against main (run 53's code), in one call.
 #  - levers/17-lazy-residual-bias.patch ("lazy"): a transformer's TransformerBlocks leave each residual sum's bias out
 #    of x (the GEMM adds onto x in place) and carry the biases as one float32 vector that the next LayerNorm adds in
 #    its pass and proj_out's bias takes in the end (W shift): the LayerNorm kernel writes y only, not y and x + bias.
