@@ -1,7 +1,7 @@
 #!/bin/bash
 # Prepared for a one-H200 device session (issue 19), not yet run: why compile_kernels' stand-ins last until the
 # compiles end (run 56), and levers/19 against main, end to end with empty compile caches.
-#  - probe_stand_in.py in main (as probe_stand_in.sh): the stand-ins alone, cold, warm, and cold with a 0.5 and a
+#  - probe_stand_in.py in main, each row a fresh process: the stand-ins alone, cold, warm, and cold with a 0.5 and a
 #    0.1 ms GIL switch interval, the launching thread's stack sampled.
 #  - levers/19-compile-beside-gil-switch.patch ("gil"): levers/18 (the first forward runs while the variants compile,
 #    each launch waiting for its own variant) with the GIL's switch interval at 0.1 ms while the compiles run. The
