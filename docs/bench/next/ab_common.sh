@@ -35,6 +35,14 @@ ab_setup() {  # ab_setup R SRC TREE PATCH [TREE PATCH]...: R afresh, with a copy
   done
   export PYTHONUNBUFFERED=1
   python3 -m pip install -q --no-deps --no-index "$src"/.whl/*.whl > $R/log/pip.log 2>&1
+  # sample.py joins the segments with ffmpeg's setts filter (ffmpeg >= 4.4: imageio-ffmpeg >= 0.6); with an older
+  # binary every end-to-end row fails in seconds (run 57: 0.5.1's ffmpeg 4.2.2), so stop here and say so
+  if ! python3 -c "import imageio_ffmpeg as f, subprocess, sys; sys.exit('setts' not in subprocess.run(
+      [f.get_ffmpeg_exe(), '-hide_banner', '-bsfs'], capture_output=True, text=True).stdout)" >> $R/log/pip.log 2>&1
+  then
+    echo "$(date +%s) stop: imageio-ffmpeg's ffmpeg has no setts filter (put imageio-ffmpeg 0.6.0 in .whl/)" \
+      | tee -a $R/progress; touch $R/done; exit 1
+  fi
   { nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.limit --format=csv,noheader
     python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; nproc; } \
     > $R/log/env.log 2>&1

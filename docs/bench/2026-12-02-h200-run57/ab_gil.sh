@@ -1,6 +1,9 @@
 #!/bin/bash
-# Prepared for a one-H200 device session (issue 19), not yet run: why compile_kernels' stand-ins last until the
-# compiles end (run 56), and levers/19 against main, end to end with empty compile caches.
+# Run 57 (one H200, 2026-12-02), as it ran from docs/bench/next (with levers/19's patch beside it). Its probe rows
+# ran; every end-to-end row failed at once (rc 2): the .whl/ wheel was imageio-ffmpeg 0.5.1, whose ffmpeg 4.2.2 has
+# no setts filter for the segment join (ab_common.sh's ab_setup now stops early on that). As prepared: why
+# compile_kernels' stand-ins last until the compiles end (run 56), and levers/19 against main, end to end with empty
+# compile caches.
 #  - probe_stand_in.py in main, each row a fresh process: the stand-ins alone, cold, warm, and cold with a 0.5 and a
 #    0.1 ms GIL switch interval, the launching thread's stack sampled.
 #  - levers/19-compile-beside-gil-switch.patch ("gil"): levers/18 (the first forward runs while the variants compile,
@@ -17,8 +20,8 @@
 . "$(dirname "$0")/ab_common.sh"
 R=/tmp/ab_gil
 if [ "$1" = poll ]; then ab_poll $R $2 ab_gil; exit 0; fi
-ab_setup $R "$1" main - gil docs/bench/next/levers/19-compile-beside-gil-switch.patch
-P=docs/bench/next/probe_stand_in.py
+ab_setup $R "$1" main - gil docs/bench/2026-12-02-h200-run57/19-compile-beside-gil-switch.patch
+P=docs/bench/2026-12-02-h200-run57/probe_stand_in.py
 ab_step $R main probe_noop probe_n $P --noop
 ab_step $R main probe_cold probe_a $P
 ab_step $R main probe_warm probe_a $P
