@@ -531,6 +531,8 @@ if triton is not None:
 
 
 ROWS = 512  # the pixels of one frame_pass_kernel program: its group statistics computed once for ROWS x BLOCK
+PASS_WARPS = 4  # frame_pass_kernel's warps a program
+MOMENTS_BLOCK, MOMENTS_WARPS = 64, 4  # channel_moments_kernel: its tile (MOMENTS_BLOCK pixels x channels), warps
 
 
 def channel_moments(x):
@@ -543,7 +545,8 @@ def channel_moments(x):
         return mean[..., 0], (xv - mean).square().sum(2, dtype=f32)
     (N, C, hw), f32 = xv.shape, torch.float32
     mean, m2 = torch.empty(N, C, dtype=f32, device=x.device), torch.empty(N, C, dtype=f32, device=x.device)
-    channel_moments_kernel[(N, triton.cdiv(C, BLOCK))](xv, mean, m2, C, hw, *xv.stride(), BLOCK=BLOCK)
+    channel_moments_kernel[(N, triton.cdiv(C, MOMENTS_BLOCK))](xv, mean, m2, C, hw, *xv.stride(), BLOCK=MOMENTS_BLOCK,
+                                                               num_warps=MOMENTS_WARPS)
     return mean, m2
 
 
@@ -596,7 +599,8 @@ def launch_pass(x, out, residual=None, silu=False, scale=None, shift=None, norm=
     frame_pass_kernel[(b * t, triton.cdiv(c, BLOCK), triton.cdiv(x[0, 0, 0].numel(), ROWS))](
         x, x if residual is None else residual, out, mean, m2, pre_, weight, bias, scale.contiguous(),
         shift.contiguous(), c, x[0, 0, 0].numel(), t, group, eps, *strides, NORM=norm is not None,
-        PRE=pre is not None, SILU=silu, RESIDUAL=residual is not None, ROWS=ROWS, BLOCK=BLOCK)
+        PRE=pre is not None, SILU=silu, RESIDUAL=residual is not None, ROWS=ROWS, BLOCK=BLOCK,
+        num_warps=PASS_WARPS)
 
 
 def launch_add(x, out, residual, bias):  # out = x + bias (c,) + residual, videos (b, c, t, h, w): scale 1, shift bias
@@ -733,6 +737,9 @@ def geglu_forward(geglu, x):
     return out
 
 
+LAYER_NORM_VALUES, LAYER_NORM_WARPS = 4096, 4  # layer_norm_kernel: values a program holds at once, warps
+
+
 def layer_norm(x, norm, shift):
     """LayerNorm `norm` of x + shift, x (..., c) contiguous, shift (c,) float32: one pass over x (Triton) where the
     kernels run."""
@@ -741,9 +748,9 @@ def layer_norm(x, norm, shift):
     rows, c = x[..., 0].numel(), x.shape[-1]
     y = torch.empty_like(x)
     block = triton.next_power_of_2(c)
-    per = max(1, 4096 // block)  # rows a program: ~4096 values held at once
+    per = max(1, LAYER_NORM_VALUES // block)  # rows a program
     layer_norm_kernel[(triton.cdiv(rows, per),)](x, norm.weight, norm.bias, shift, y, rows, c, norm.eps, ROWS=per,
-                                                 BLOCK=block)
+                                                 BLOCK=block, num_warps=LAYER_NORM_WARPS)
     return y
 
 

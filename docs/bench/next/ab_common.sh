@@ -79,3 +79,22 @@ ab_gpu_test() {  # ab_gpu_test R TREE: test_all.py's GPU-only test in R/TREE (th
     > $1/log/gpu_test_$2.log 2>&1  # and replayed, against the eager forward), before any timing: run 52's graphed
   echo "$(date +%s) gpu test $2 rc=$?" >> $1/progress  # runs failed on a host copy that CI's CPUs could not see
 }
+
+ab_best_passes() {  # ab_best_passes ROWS FAST_PY: set FAST_PY's launch settings of the memory-bound kernels to
+  python3 - "$1" "$2" <<'PY'  # probe_passes.py's fastest (its JSON's "best"); print them; exit 1 if none changed
+import json, re, sys
+best, src = json.load(open(sys.argv[1]))["best"], open(sys.argv[2]).read()
+changed = False
+for kernel, b in best.items():
+    print(kernel, b["names"], b["setting"], round(b["ms"], 3), "ms, now", round(b["current_ms"], 3))
+    for name, value in zip(b["names"], b["setting"]):
+        line = re.search(rf"^(?:\w+, )*{name}(?:, \w+)* = [0-9]+(?:, [0-9]+)*", src, re.M).group(0)
+        names, values = (part.split(", ") for part in line.split(" = "))
+        values[names.index(name)] = str(value)
+        new = f"{', '.join(names)} = {', '.join(values)}"
+        changed |= new != line
+        src = src.replace(line, new, 1)
+open(sys.argv[2], "w").write(src)
+sys.exit(0 if changed else 1)
+PY
+}
