@@ -86,7 +86,8 @@ def outputs(result):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--iters", type=int, default=15)
-    p.add_argument("--smoke", action="store_true", help="tiny shapes, the first and last setting of each kernel (CPU, interpreter)")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny shapes, the first and last setting of each kernel (CPU, interpreter)")
     p.add_argument("--json")
     args = p.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"

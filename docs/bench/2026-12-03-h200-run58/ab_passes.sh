@@ -1,6 +1,7 @@
 #!/bin/bash
-# Prepared for a one-H200 device session (issue 19): the launch settings of fast.py's memory-bound kernels, and the
-# headline's 30 steps cold with the imageio-ffmpeg wheel that has the segment join's filter (run 57's rows failed).
+# Run 58 (one H200, 2026-12-03), as it ran from docs/bench/next (beside ab_common.sh and probe_passes.py). As
+# prepared: the launch settings of fast.py's memory-bound kernels, and the headline's 30 steps cold with the
+# imageio-ffmpeg wheel that has the segment join's filter (run 57's rows failed).
 #  - probe_passes.py (in main): the channels' moments (15.8 ms of run 54's 460 ms at n = 128), the GroupNorm /
 #    residual pass (39.4 ms) and the LayerNorm (18.2 ms), each over its tile sizes and warps on an n = 128
 #    forward's shapes at every UNet level. fast.py has used one setting for each since it was written (64 x 64
