@@ -5,8 +5,8 @@ LayerNorm), each timed on the shapes of one n = 128 forward at every UNet level 
     python3 docs/bench/next/probe_passes.py --json rows.json                       # one GPU
     TRITON_INTERPRET=1 python3 docs/bench/next/probe_passes.py --smoke              # a CPU: tiny shapes, checks only
 
-Each row: a kernel, its settings, a case (what the UNet calls it for), ms per call (median of --iters, CUDA
-events) and the largest difference from the current settings' output (their arithmetic is the same up to the
+Each row: a kernel, its settings, a case (what the UNet calls it for; the GroupNorm cases time fast.frame_pass whole,
+so the channels' moments of x before the pass are in them), ms per call (median of --iters, CUDA events) and the largest difference from the current settings' output (their arithmetic is the same up to the
 order of float32 sums). `best` (used by ab_common.sh's ab_best_passes) sums each setting's ms over the cases.
 """
 import argparse
@@ -114,7 +114,7 @@ def main():
                 rows.append(dict(kernel=kernel, setting=list(setting), case=case, ms=ms, diff=diff))
                 print(json.dumps(rows[-1]), flush=True)
     best = {}
-    for kernel, (names, settings) in SETTINGS.items():  # each setting's ms summed over the cases it ran them all in
+    for kernel, (names, _) in SETTINGS.items():  # each setting's ms summed over the cases, if it ran them all
         mine, total = [r for r in rows if r["kernel"] == kernel], {}
         for setting in {tuple(r["setting"]) for r in mine}:
             ms = [r["ms"] for r in mine if tuple(r["setting"]) == setting]
