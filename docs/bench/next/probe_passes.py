@@ -5,9 +5,10 @@ LayerNorm), each timed on the shapes of one n = 128 forward at every UNet level 
     python3 docs/bench/next/probe_passes.py --json rows.json                       # one GPU
     TRITON_INTERPRET=1 python3 docs/bench/next/probe_passes.py --smoke              # a CPU: tiny shapes, checks only
 
-Each row: a kernel, its settings, a case (what the UNet calls it for; the GroupNorm cases time fast.frame_pass whole,
-so the channels' moments of x before the pass are in them), ms per call (median of --iters, CUDA events) and the largest difference from the current settings' output (their arithmetic is the same up to the
-order of float32 sums). `best` (used by ab_common.sh's ab_best_passes) sums each setting's ms over the cases.
+Each row: a kernel, its settings, a case (what the UNet calls it for; the GroupNorm cases time fast.frame_pass
+whole, so the channels' moments of x before the pass are in them), ms per call (median of --iters, CUDA events) and
+the largest difference from the current settings' output (their arithmetic is the same up to the order of float32
+sums). `best` (used by ab_common.sh's ab_best_passes) sums each setting's ms over the cases.
 """
 import argparse
 import itertools
