@@ -21,6 +21,8 @@ same numbers (tests: equal to 1e-12 in float64) with fewer, larger kernels:
                       output sums one pass each;
                       all these kernels' variants compiled side by side before sample.py's first step
                       (compile_kernels)
+  guidance pair       sampling's batch of 2 is one video with two texts: the layers before the first that reads the
+                      text (conv_in, init_attn, the first ResBlock) run once, on one video (pair_forms)
   VAE decoder         on a GPU (sample.py, compiled or not): channels-last from its first ResnetBlock on, the
                       ResnetBlocks as the UNet's ResBlocks (residual_block), its GroupNorms on the same kernels
                       (accelerate_decoder)
@@ -37,6 +39,7 @@ import math
 import os
 import pathlib
 import sys
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -927,8 +930,8 @@ def compile_kernels(unet, latent, clip_frames, fps, vae=None, decode_batch=1, th
     if INTERPRET or not use_kernels(weight):
         return
     n = clip_frames if clip_frames <= 64 else 48 + clip_frames % 16
-    x = weight.new_zeros(2, latent[0], n, *latent[1:])
-    timesteps, context = torch.full((2,), 999, device=x.device), weight.new_zeros(2, 77, unet.context_dim)
+    x = weight.new_zeros(1, latent[0], n, *latent[1:]).expand(2, -1, -1, -1, -1)  # a guidance pair, as sample.py's
+    timesteps, context = torch.full((1,), 999, device=x.device).expand(2), weight.new_zeros(2, 77, unet.context_dim)
     # the workers compile for their current device: this model's (a rank's GPU under torchrun), not GPU 0
     on_device = lambda: x.is_cuda and torch.cuda.set_device(x.device)  # noqa: E731
     pool = ThreadPoolExecutor(threads or os.cpu_count(), initializer=on_device)
@@ -949,6 +952,62 @@ def compile_kernels(unet, latent, clip_frames, fps, vae=None, decode_batch=1, th
     failed = [job.exception() for job in jobs.values() if job.exception() is not None]
     if failed:  # those variants compile at their first launch instead
         warnings.warn(f"{len(failed)} of {len(jobs)} Triton kernel variants did not compile ahead: {failed[0]!r}")
+
+
+# -----------------------------------------------------------------------------
+# classifier-free guidance's pair: one video, two texts
+#
+# Sampling evaluates the UNet on one latent video twice, with the text and without (sample.py's eps_fn: batch 2).
+# Until the first layer that reads the text (the first SpatialTransformer's cross-attention), both batch elements
+# compute the same numbers: conv_in, init_attn (a TemporalTransformer: self-attention over frames) and the first
+# ResBlock, ~5.7 % of a forward's FLOPs, the widest of its layers. pair_forms runs them once.
+
+
+def guidance_pair(x, timesteps, fps):
+    """Whether a UNet batch is one video and one timestep twice, as sample.py passes them: views with stride 0 over
+    the batch (x.expand(2, ...)), so telling needs no look at the values (nor a host sync, nor a CUDA graph break)."""
+    return (len(x) == 2 and x.stride(0) == 0 and timesteps.stride(0) == 0
+            and (isinstance(fps, int) or fps.dim() == 0 or fps.stride(0) == 0))
+
+
+PAIR = threading.local()  # PAIR.on: this rank's forward is on a pair (per thread: emulated ranks share one model)
+
+
+def pair_forward(forward, x, timesteps, context, fps):  # model.UNet.forward (`forward`), PAIR.on set for its length
+    PAIR.on = guidance_pair(x, timesteps, fps)
+    try:
+        return forward(x, timesteps, context, fps)
+    finally:
+        PAIR.on = False
+
+
+def on_pair(block, form, forward, h, emb, context, b):  # a model.Block: form(block, ...) on a pair, else `forward`
+    return form(block, h, emb, context, b) if getattr(PAIR, "on", False) else forward(h, emb, context, b)
+
+
+def once(block, h, emb, context, b, layers=None):  # a model.Block's first `layers` on one video of h: (t, ...)
+    t = len(emb) // b
+    return model.Block.forward(block[:layers], h[:t], emb[:t], context[:t], 1)
+
+
+def conv_in_once(block, h, emb, context, b):  # its output stays one video (b = 1) to the end of init_attn
+    return once(block, h, emb, context, b)
+
+
+def init_attn_once(block, h, emb, context, b):  # on one video; its output (the first skip) copied to both
+    return torch.cat([once(block, h, emb, context, b)] * b)
+
+
+def resblock_once(block, h, emb, context, b):  # the second block: its ResBlock on one video, the rest on both
+    return model.Block.forward(block[1:], torch.cat([once(block, h, emb, context, b, 1)] * b), emb, context, b)
+
+
+def pair_forms(unet):  # swap the pair forms into a model.UNet; returns the undo list
+    undo = [swap(unet, "forward", functools.partial(pair_forward, unet.forward))]
+    for block, form in ((unet.input_blocks[0], conv_in_once), (unet.init_attn, init_attn_once),
+                        (unet.input_blocks[1], resblock_once)):
+        undo.append(swap(block, "forward", functools.partial(on_pair, block, form, block.forward)))
+    return undo
 
 
 # -----------------------------------------------------------------------------
@@ -1014,6 +1073,8 @@ def accelerate(unet, compile=False, backend="inductor", any_length=True):
             undo.append(swap(m, "attention", ops.attention))
     if ops is KERNELS:  # the per-frame layers on the kernels too (compiled, Inductor fuses them itself)
         undo += eager_frame_layers(unet)
+    if isinstance(unet, model.UNet):  # (tests accelerate single layers too)
+        undo += pair_forms(unet)
     try:
         with ExitStack() as settings:
             for config, values in COMPILER_SETTINGS if compile else ():

@@ -195,9 +195,9 @@ def generate_clip(comm, parts, s, contexts, device, progress=None, on_frames=Non
     x_T = frame_noise(s.seed, 0, frames, latent).to(device)
     schedule = make_schedule(s.steps, s.eta)
 
-    def eps_fn(x, t):
-        out = clip_forward(unet, comm, s.frames, torch.cat([x, x]), torch.full((2,), t, device=device), context, s.fps)
-        return out.float().chunk(2)
+    def eps_fn(x, t):  # one video and timestep for both texts: views (fast.pair_forward runs the text-free layers once)
+        pair = x.expand(2, *x.shape[1:]), torch.full((1,), t, device=device).expand(2)
+        return clip_forward(unet, comm, s.frames, *pair, context, s.fps).float().chunk(2)
 
     def noise_fn(i, x):
         return frame_noise(s.seed, i + 1, frames, latent).to(device)
