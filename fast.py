@@ -351,24 +351,41 @@ def use_kernels(x):
 
 if triton is not None:
     @triton.jit
-    def channel_moments_kernel(x, mean, m2, C, HW, sx_n, sx_c, sx_hw, BLOCK: tl.constexpr):
-        # the float32 mean and M2 of BLOCK channels of frame n over its HW pixels, a tile of BLOCK pixels at a time,
-        # each tile's around its own mean (no cancellation), combined as they come (Chan et al.)
-        n = tl.program_id(0).to(tl.int64)
+    def channel_moments_kernel(x, mean, m2, N, C, HW, CHUNK, sx_n, sx_c, sx_hw, BLOCK: tl.constexpr):
+        # the float32 mean and M2 of BLOCK channels of frame n over the CHUNK pixels of its chunk s, a tile of BLOCK
+        # pixels at a time, each tile's around its own mean (no cancellation), combined as they come (Chan et al.);
+        # stored at (s, n, c) of mean and m2 (S, N, C)
+        n, s = tl.program_id(0).to(tl.int64), tl.program_id(2)
         c = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         mu, m2_c = tl.zeros([BLOCK], tl.float32), tl.zeros([BLOCK], tl.float32)
-        for start in range(0, HW, BLOCK):
+        for start in range(s * CHUNK, tl.minimum(HW, (s + 1) * CHUNK), BLOCK):
             hw = start + tl.arange(0, BLOCK)[:, None]
             inside = (hw < HW) & (c[None, :] < C)
             v = tl.load(x + n * sx_n + c[None, :] * sx_c + hw * sx_hw, mask=inside, other=0.0).to(tl.float32)
-            k, seen = tl.minimum(HW - start, BLOCK) * 1.0, start * 1.0  # this tile's pixels, the earlier tiles'
+            k, seen = tl.minimum(HW - start, BLOCK) * 1.0, (start - s * CHUNK) * 1.0  # this tile's pixels, earlier's
             tile_mu = tl.sum(v, 0) / k
             d = tl.where(inside, v - tile_mu[None, :], 0.0)
             delta = tile_mu - mu
             mu += delta * k / (seen + k)
             m2_c += tl.sum(d * d, 0) + delta * delta * seen * k / (seen + k)
-        tl.store(mean + n * C + c, mu, mask=c < C)
-        tl.store(m2 + n * C + c, m2_c, mask=c < C)
+        at = (s * N + n) * C + c
+        tl.store(mean + at, mu, mask=c < C)
+        tl.store(m2 + at, m2_c, mask=c < C)
+
+    @triton.jit
+    def moments_combine_kernel(part_mean, part_m2, mean, m2, NC, HW, S, CHUNK, BLOCK: tl.constexpr):
+        # the S chunks' moments of each (frame, channel) (S, N * C), CHUNK pixels each and the last the rest,
+        # combined in order (Chan et al.) into its moments over all HW pixels (N * C)
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        on = i < NC
+        mu, m2_c = tl.zeros([BLOCK], tl.float32), tl.zeros([BLOCK], tl.float32)
+        for s in range(S):
+            k, seen = tl.minimum(HW - s * CHUNK, CHUNK) * 1.0, (s * CHUNK) * 1.0
+            delta = tl.load(part_mean + s * NC + i, mask=on, other=0.0) - mu
+            mu += delta * k / (seen + k)
+            m2_c += tl.load(part_m2 + s * NC + i, mask=on, other=0.0) + delta * delta * seen * k / (seen + k)
+        tl.store(mean + i, mu, mask=on)
+        tl.store(m2 + i, m2_c, mask=on)
 
     @triton.jit
     def frame_pass_kernel(x, res, out, mean, m2, pre, weight, bias, scale, shift, C, HW, T, GROUP, eps, sx_b, sx_t,
@@ -536,6 +553,12 @@ if triton is not None:
 ROWS = 512  # the pixels of one frame_pass_kernel program: its group statistics computed once for ROWS x BLOCK
 PASS_WARPS = 4  # frame_pass_kernel's warps a program
 MOMENTS_BLOCK, MOMENTS_WARPS = 64, 4  # channel_moments_kernel: its tile (MOMENTS_BLOCK pixels x channels), warps
+# a (frame, channel block) a program fills a GPU when frames are many (the UNet's 2 x n); the VAE decoder's batch of 32
+# frames at 320x512 pixels and 128 channels makes 64 programs for 132 SMs (an H200), each reading 160k pixels: there
+# each frame's pixels are cut into chunks, their moments combined after (docs/BENCH.md run 62: the decoder's moments
+# 34 -> 15 ms a batch, the decode -12 %)
+MOMENTS_PROGRAMS = 1024  # chunks enough for this many programs
+MOMENTS_CHUNK = 8 * MOMENTS_BLOCK  # but no fewer pixels a chunk than this
 
 
 def channel_moments(x):
@@ -546,11 +569,19 @@ def channel_moments(x):
         f32 = torch.promote_types(x.dtype, torch.float32)
         mean = xv.to(f32).mean(2, keepdim=True)
         return mean[..., 0], (xv - mean).square().sum(2, dtype=f32)
-    (N, C, hw), f32 = xv.shape, torch.float32
-    mean, m2 = torch.empty(N, C, dtype=f32, device=x.device), torch.empty(N, C, dtype=f32, device=x.device)
-    channel_moments_kernel[(N, triton.cdiv(C, MOMENTS_BLOCK))](xv, mean, m2, C, hw, *xv.stride(), BLOCK=MOMENTS_BLOCK,
-                                                               num_warps=MOMENTS_WARPS)
-    return mean, m2
+    (N, C, hw), f32, cdiv = xv.shape, torch.float32, triton.cdiv
+    programs = N * cdiv(C, MOMENTS_BLOCK)
+    S = max(1, min(cdiv(MOMENTS_PROGRAMS, programs), hw // MOMENTS_CHUNK))  # chunks a frame
+    chunk = cdiv(cdiv(hw, S), MOMENTS_BLOCK) * MOMENTS_BLOCK  # whole tiles (divides by 16 at any S: one variant)
+    S = cdiv(hw, chunk)
+    mean, m2 = torch.empty(S, N, C, dtype=f32, device=x.device), torch.empty(S, N, C, dtype=f32, device=x.device)
+    channel_moments_kernel[(N, cdiv(C, MOMENTS_BLOCK), S)](xv, mean, m2, N, C, hw, chunk, *xv.stride(),
+                                                           BLOCK=MOMENTS_BLOCK, num_warps=MOMENTS_WARPS)
+    if S == 1:
+        return mean[0], m2[0]
+    out_mean, out_m2 = torch.empty(N, C, dtype=f32, device=x.device), torch.empty(N, C, dtype=f32, device=x.device)
+    moments_combine_kernel[(cdiv(N * C, 1024),)](mean, m2, out_mean, out_m2, N * C, hw, S, chunk, BLOCK=1024)
+    return out_mean, out_m2
 
 
 def frame_pass(x, norm=None, pre=None, silu=False, residual=None, bias=None, channels_last=True):
@@ -886,8 +917,8 @@ def eager_frame_layers(unet):
 # time outside the GIL (MLIR's passes, ptxas, the C compiler), so threads build them side by side (run 49: forked
 # processes were no faster).
 
-TRITON_KERNELS = ("channel_moments_kernel", "frame_pass_kernel", "geglu_gemm_kernel", "geglu_kernel",
-                  "layer_norm_kernel", "dual_scope_kernel")
+TRITON_KERNELS = ("channel_moments_kernel", "moments_combine_kernel", "frame_pass_kernel", "geglu_gemm_kernel",
+                  "geglu_kernel", "layer_norm_kernel", "dual_scope_kernel")
 
 
 def variant(args, kwargs):  # what Triton specialises a launch on: equal keys, one compiled variant

@@ -593,6 +593,16 @@ for dtype, tol in ((torch.float32, 2e-6), (torch.bfloat16, 2e-2)):
             got = fast.kernel_project_out(tt, y.to(dtype), x, shift)
         assert test_all.rel_err(got.double(), want.double()) <= tol and got.stride() == x.stride(), (dtype, use_linear)
     for channels_last in (False, True):  # each kernel reading either layout
+        # the channels' moments of frames in one chunk, in 2 and in 3 (the last chunk shorter: 1320 = 704 + 616 and
+        # 1600 = 2 x 576 + 448 pixels), against float64; 70 channels: a partial channel tile
+        for hw in ((24, 20), (40, 33), (40, 40)):
+            x = torch.randn(2, 70, *hw, generator=g).to(dtype) + 3  # off zero: a mean to get right
+            x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+            mean, m2 = fast.channel_moments(x)
+            x64 = x.double().flatten(2)
+            want_mean = x64.mean(2)
+            want_m2 = (x64 - want_mean[..., None]).square().sum(2)
+            assert test_all.rel_err(mean.double(), want_mean) <= 1e-6 and test_all.rel_err(m2.double(), want_m2) <= 1e-6
         # 70 channels (partial channel tiles), 600 pixels (partial pixel tiles, two row blocks of frame_pass)
         x, y = (torch.randn(3, 70, 24, 25, generator=g).to(dtype) for _ in range(2))
         x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
