@@ -793,18 +793,21 @@ def residual_linear(x, h, linear):  # x += h @ W^T in place (W: linear's weight,
     torch.addmm(rows, h.flatten(0, -2), linear.weight.t(), out=rows)
 
 
-def transformer_blocks_forward(blocks, x, context=None):
+def transformer_blocks_forward(blocks, x, context=None, copies=1):
     """A transformer's model.TransformerBlocks on x (n, l, c), x overwritten -> (x', shift) with x' + shift (c,)
     float32 their output. Each residual sum is made by the GEMM of the layer it adds (torch.addmm onto x in place,
     no pass of its own) and that layer's bias is left out of it, summed into shift instead: the LayerNorm that reads x
     next adds shift in the pass it makes anyway, and the transformer folds it into proj_out's bias (proj_out(x' +
-    shift) = proj_out(x') + W shift), so no pass writes x plus a bias."""
+    shift) = proj_out(x') + W shift), so no pass writes x plus a bias. copies > 1: x is one of `copies` equal videos
+    (guidance's pair: pair_forms), the first self-attention runs on it once, its output is copied for the text."""
     x, shift = x.contiguous(), x.new_zeros(x.shape[-1], dtype=torch.float32)  # the GEMMs add onto x's rows in place
     for block in blocks:
         out1, out2 = (getattr(a, "attn", a).to_out[0] for a in (block.attn1, block.attn2))  # ClipAttention wraps one
         ff, ff_out = block.ff, block.ff.net[2]
         residual_linear(x, block.attn1.attend(layer_norm(x, block.norm1, shift)), out1)
         shift = shift + out1.bias
+        if copies > 1:  # the text comes next: from here on, each copy its own
+            x, copies = torch.cat([x] * copies), 1
         residual_linear(x, block.attn2.attend(layer_norm(x, block.norm2, shift), context), out2)
         shift = shift + out2.bias
         y = layer_norm(x, block.norm3, shift)
@@ -854,17 +857,19 @@ def vae_resnet_forward(block, x):
                           channels_last=True)
 
 
-def spatial_transformer_forward(st, x, context):
+def spatial_transformer_forward(st, x, context, copies=1):
     """model.SpatialTransformer.forward, the GroupNorm writing its tokens ((b t), (h w), c) directly (channels-last
     frames, so proj_in reads a view), the blocks as transformer_blocks_forward, proj_out's bias (and the blocks'
-    biases) folded into the residual add: x ((b t), c, h, w) channels-first -> channels-first."""
+    biases) folded into the residual add: x ((b t), c, h, w) channels-first -> channels-first. copies > 1: x is one
+    video of `copies` equal ones (guidance's pair), its output all of them (text-free up to the first
+    cross-attention, which runs on the copies)."""
     bt, c, h, w = x.shape
     tokens = frame_pass(x, st.norm)  # channels-last: memory ((b t), h, w, c)
     y, shift = transformer_blocks_forward(st.transformer_blocks, st.proj_in(tokens.permute(0, 2, 3, 1).reshape(
-        bt, h * w, c)), context)
+        bt, h * w, c)), context, copies)
     bias = proj_out_bias(st.proj_out, st.proj_out.weight, shift)
-    y = F.linear(y, st.proj_out.weight).view(bt, h, w, c).permute(0, 3, 1, 2)  # channels-last frames
-    return frame_pass(y, residual=x, bias=bias, channels_last=False)
+    y = F.linear(y, st.proj_out.weight).view(bt * copies, h, w, c).permute(0, 3, 1, 2)  # channels-last frames
+    return frame_pass(y, residual=torch.cat([x] * copies) if copies > 1 else x, bias=bias, channels_last=False)
 
 
 def upsample_conv(conv, x):
@@ -990,8 +995,9 @@ def compile_kernels(unet, latent, clip_frames, fps, vae=None, decode_batch=1, th
 #
 # Sampling evaluates the UNet on one latent video twice, with the text and without (sample.py's eps_fn: batch 2).
 # Until the first layer that reads the text (the first SpatialTransformer's cross-attention), both batch elements
-# compute the same numbers: conv_in, init_attn (a TemporalTransformer: self-attention over frames) and the first
-# ResBlock, ~5.7 % of a forward's FLOPs, the widest of its layers. pair_forms runs them once.
+# compute the same numbers: conv_in, init_attn (a TemporalTransformer: self-attention over frames), the first
+# ResBlock and, in the kernels' form, the first SpatialTransformer up to its first self-attention's output: ~7 % of
+# a forward's FLOPs (n = 16), all at the widest level. pair_forms runs them once.
 
 
 def guidance_pair(x, timesteps, fps):
@@ -1029,8 +1035,13 @@ def init_attn_once(block, h, emb, context, b):  # on one video; its output (the 
     return torch.cat([once(block, h, emb, context, b)] * b)
 
 
-def resblock_once(block, h, emb, context, b):  # the second block: its ResBlock on one video, the rest on both
-    return model.Block.forward(block[1:], torch.cat([once(block, h, emb, context, b, 1)] * b), emb, context, b)
+def resblock_once(block, h, emb, context, b):
+    """The second block: its ResBlock on one video; then, where its SpatialTransformer is the kernels' form, that
+    transformer up to its first self-attention's output on the one video too; the rest on both."""
+    h, st = once(block, h, emb, context, b, 1), block[1]
+    if getattr(st.forward, "func", None) is spatial_transformer_forward:
+        return model.Block.forward(block[2:], spatial_transformer_forward(st, h, context, copies=b), emb, context, b)
+    return model.Block.forward(block[1:], torch.cat([h] * b), emb, context, b)
 
 
 def pair_forms(unet):  # swap the pair forms into a model.UNet; returns the undo list

@@ -732,27 +732,38 @@ def test_fast_unet_with_eager_frame_layers_equals_plain(tiny_unet):
     assert rel_err(quick, plain) <= 1e-12 and rel_err(quick, case[0]) > 0.1
 
 
-def test_fast_guidance_pair_runs_the_text_free_layers_once(tiny_unet):
+@pytest.mark.parametrize("frame_layers", [False, True])
+def test_fast_guidance_pair_runs_the_text_free_layers_once(tiny_unet, frame_layers):
     """A guidance pair (one video and timestep for both texts, as views with stride 0 over the batch: sample.py's
     eps_fn) through fast.accelerate: conv_in, init_attn and the first ResBlock run once, on one video (b = 1), the
-    rest on both; 2 emulated ranks, float64: the plain forward's numbers on the pair written out. A batch that is not a
-    pair (different timesteps) runs the first ResBlock on both."""
+    rest on both; with the eager per-frame forms (swapped in by hand: a GPU's, in their PyTorch arithmetic) the first
+    SpatialTransformer's self-attention too, its cross-attention on both. 2 emulated ranks, float64: the plain
+    forward's numbers on the pair written out. A batch that is not a pair (different timesteps) runs them on both."""
     unet64 = model.UNet(**fixture_json("unet_tiny.json")["unet_config"]).eval().double()
     unet64.load_state_dict(tiny_unet.state_dict())
     g = torch.Generator().manual_seed(3)
     x = torch.randn(1, 4, 6, 8, 8, generator=g, dtype=torch.float64)
     context = torch.randn(2, 77, unet64.context_dim, generator=g, dtype=torch.float64)
     pair = (x.expand(2, -1, -1, -1, -1), torch.tensor([900]).expand(2), context, 24)
-    frames_seen = []  # the frames the first ResBlock gets, per call: (b t) on one rank's clip of 3
-    unet64.input_blocks[1][0].register_forward_pre_hook(lambda m, args: frames_seen.append(len(args[0])))
+    seen = collections.defaultdict(list)  # the frames each layer gets, per call: (b t) on one rank's clip of 3
+    st = unet64.input_blocks[1][1].transformer_blocks[0]
+    for name, m in (("resblock", unet64.input_blocks[1][0]), ("attn1", st.attn1.to_q), ("attn2", st.attn2.to_q)):
+        m.register_forward_pre_hook(lambda m, args, name=name: seen[name].append(len(args[0])))
     plain = simulate.run_emulated(unet64, torch.cat([x, x]), torch.tensor([900, 900]), context, 24, 2, DualScope())
-    assert frames_seen == [6, 6]
-    frames_seen.clear()
-    quick = simulate.run_emulated(unet64, *pair, 2, DualScope(), fast=True)
-    assert frames_seen == [3, 3] and rel_err(quick, plain) <= 1e-12 and rel_err(quick[0], quick[1]) > 0.01
-    frames_seen.clear()
-    simulate.run_emulated(unet64, torch.cat([x, x]), torch.tensor([900, 200]), context, 24, 2, DualScope(), fast=True)
-    assert frames_seen == [6, 6]
+    assert seen == {"resblock": [6, 6], "attn1": [6, 6], "attn2": [6, 6]}
+    undo = fast.eager_frame_layers(unet64) if frame_layers else []
+    try:
+        seen.clear()
+        quick = simulate.run_emulated(unet64, *pair, 2, DualScope(), fast=True)
+        assert seen == {"resblock": [3, 3], "attn1": [3, 3] if frame_layers else [6, 6], "attn2": [6, 6]}
+        assert rel_err(quick, plain) <= 1e-12 and rel_err(quick[0], quick[1]) > 0.01
+        seen.clear()
+        simulate.run_emulated(unet64, torch.cat([x, x]), torch.tensor([900, 200]), context, 24, 2, DualScope(),
+                              fast=True)
+        assert seen == {"resblock": [6, 6], "attn1": [6, 6], "attn2": [6, 6]}
+    finally:
+        for u in reversed(undo):
+            u()
     assert all(getattr(m.forward, "__func__", None) is type(m).forward for m in unet64.modules())  # swaps undone
 
 
