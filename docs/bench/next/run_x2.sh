@@ -10,8 +10,8 @@
 #       took 115-120 s for the first step, then 5.07-5.10 s a step, then 8.5 s to decode and 6-7 s more to write
 #       random noise)
 #   bash docs/bench/next/run_x2.sh e    # the same without --compile, the faster run, cold or warm (one rank alone
-#       in run 52: 143.3 s, 4.16 s a step, 10.3 s for the first step with Triton's kernels, decode 5.3 s, then 2.1 s
-#       to finish the mp4 segments and join them)
+#       in run 64: 139.2 s cold, 132.7 s warm; 3.96 s a step, 11.3 s for the first step with Triton's kernels, decode
+#       4.15 s, then 3.2 s to finish the mp4 segments and join them)
 #   (.whl is git-ignored; if missing: python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12
 #    --implementation cp --platform manylinux2014_x86_64 -d .whl imageio-ffmpeg==0.6.0; the ranks' mp4 segments are
 #    joined with ffmpeg's setts filter, which 0.5.1's ffmpeg 4.2 lacks)
