@@ -22,10 +22,11 @@ same numbers (tests: equal to 1e-12 in float64) with fewer, larger kernels:
                       all these kernels' variants compiled side by side before sample.py's first step
                       (compile_kernels)
   guidance pair       sampling's batch of 2 is one video with two texts: the layers before the first that reads the
-                      text (conv_in, init_attn, the first ResBlock) run once, on one video (pair_forms)
+                      text (conv_in, init_attn, the first ResBlock, and on the kernels the first SpatialTransformer up
+                      to its cross-attention) run once, on one video (pair_forms)
   VAE decoder         on a GPU (sample.py, compiled or not): channels-last from its first ResnetBlock on, the
                       ResnetBlocks as the UNet's ResBlocks (residual_block), its GroupNorms on the same kernels
-                      (accelerate_decoder)
+                      (accelerate_decoder; its few large frames' moments in chunks of pixels: channel_moments)
   compile             torch.compile of the arithmetic between two communication stages and of every layer that sees
                       one frame at a time, static shapes but the clip length (one graph per layer shape serves every
                       n; sample.py, one n a process: that static too), under COMPILER_SETTINGS; CUDA graphs
