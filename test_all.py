@@ -761,6 +761,13 @@ def test_fast_guidance_pair_runs_the_text_free_layers_once(tiny_unet, frame_laye
         simulate.run_emulated(unet64, torch.cat([x, x]), torch.tensor([900, 200]), context, 24, 2, DualScope(),
                               fast=True)
         assert seen == {"resblock": [6, 6], "attn1": [6, 6], "attn2": [6, 6]}
+        # a text per frame (sample.py's several prompts: context (b, t, 77, d)), one rank: the pair's text-free
+        # layers once all the same, each frame's text where it is read
+        per_frame = torch.randn(2, 6, 77, unet64.context_dim, generator=g, dtype=torch.float64)
+        plain = simulate.run_emulated(unet64, torch.cat([x, x]), torch.tensor([900, 900]), per_frame, 24, 1,
+                                      DualScope())
+        quick = simulate.run_emulated(unet64, pair[0], pair[1], per_frame, 24, 1, DualScope(), fast=True)
+        assert rel_err(quick, plain) <= 1e-12
     finally:
         for u in reversed(undo):
             u()
