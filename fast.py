@@ -352,6 +352,13 @@ def use_kernels(x):
 
 if triton is not None:
     @triton.jit
+    def add_moments(mu, m2, seen, part_mu, part_m2, k):
+        # the running mean and M2 of `seen` values with a part of k more added, its mean part_mu and M2 part_m2
+        # (Chan et al.: clip_parallel.combine_moments for two parts, in order)
+        delta = part_mu - mu
+        return mu + delta * k / (seen + k), m2 + part_m2 + delta * delta * seen * k / (seen + k)
+
+    @triton.jit
     def channel_moments_kernel(x, mean, m2, N, C, HW, CHUNK, sx_n, sx_c, sx_hw, BLOCK: tl.constexpr):
         # the float32 mean and M2 of BLOCK channels of frame n over the CHUNK pixels of its chunk s, a tile of BLOCK
         # pixels at a time, each tile's around its own mean (no cancellation), combined as they come (Chan et al.);
@@ -366,9 +373,7 @@ if triton is not None:
             k, seen = tl.minimum(HW - start, BLOCK) * 1.0, (start - s * CHUNK) * 1.0  # this tile's pixels, earlier's
             tile_mu = tl.sum(v, 0) / k
             d = tl.where(inside, v - tile_mu[None, :], 0.0)
-            delta = tile_mu - mu
-            mu += delta * k / (seen + k)
-            m2_c += tl.sum(d * d, 0) + delta * delta * seen * k / (seen + k)
+            mu, m2_c = add_moments(mu, m2_c, seen, tile_mu, tl.sum(d * d, 0), k)
         at = (s * N + n) * C + c
         tl.store(mean + at, mu, mask=c < C)
         tl.store(m2 + at, m2_c, mask=c < C)
@@ -382,9 +387,8 @@ if triton is not None:
         mu, m2_c = tl.zeros([BLOCK], tl.float32), tl.zeros([BLOCK], tl.float32)
         for s in range(S):
             k, seen = tl.minimum(HW - s * CHUNK, CHUNK) * 1.0, (s * CHUNK) * 1.0
-            delta = tl.load(part_mean + s * NC + i, mask=on, other=0.0) - mu
-            mu += delta * k / (seen + k)
-            m2_c += tl.load(part_m2 + s * NC + i, mask=on, other=0.0) + delta * delta * seen * k / (seen + k)
+            mu, m2_c = add_moments(mu, m2_c, seen, tl.load(part_mean + s * NC + i, mask=on, other=0.0),
+                                   tl.load(part_m2 + s * NC + i, mask=on, other=0.0), k)
         tl.store(mean + i, mu, mask=on)
         tl.store(m2 + i, m2_c, mask=on)
 
