@@ -358,7 +358,7 @@ if triton is not None:
         delta = part_mu - mu
         return mu + delta * k / (seen + k), m2 + part_m2 + delta * delta * seen * k / (seen + k)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["N"])  # N: only ever times C (C aligns the stores): one variant fewer
     def channel_moments_kernel(x, mean, m2, N, C, HW, CHUNK, sx_n, sx_c, sx_hw, BLOCK: tl.constexpr):
         # the float32 mean and M2 of BLOCK channels of frame n over the CHUNK pixels of its chunk s, a tile of BLOCK
         # pixels at a time, each tile's around its own mean (no cancellation), combined as they come (Chan et al.);
@@ -378,7 +378,7 @@ if triton is not None:
         tl.store(mean + at, mu, mask=c < C)
         tl.store(m2 + at, m2_c, mask=c < C)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["S"])  # S: a loop count, no address
     def moments_combine_kernel(part_mean, part_m2, mean, m2, NC, HW, S, CHUNK, BLOCK: tl.constexpr):
         # the S chunks' moments of each (frame, channel) (S, N * C), CHUNK pixels each and the last the rest,
         # combined in order (Chan et al.) into its moments over all HW pixels (N * C)
@@ -392,7 +392,7 @@ if triton is not None:
         tl.store(mean + i, mu, mask=on)
         tl.store(m2 + i, m2_c, mask=on)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["T", "GROUP"])  # a frame's video, a loop count: no address (32 -> 18 variants)
     def frame_pass_kernel(x, res, out, mean, m2, pre, weight, bias, scale, shift, C, HW, T, GROUP, eps, sx_b, sx_t,
                           sx_c, sx_hw, sr_b, sr_t, sr_c, sr_hw, so_b, so_t, so_c, so_hw, NORM: tl.constexpr,
                           PRE: tl.constexpr, SILU: tl.constexpr, RESIDUAL: tl.constexpr, ROWS: tl.constexpr,
@@ -931,16 +931,16 @@ TRITON_KERNELS = ("channel_moments_kernel", "moments_combine_kernel", "frame_pas
                   "geglu_kernel", "layer_norm_kernel", "dual_scope_kernel")
 
 
-def variant(args, kwargs):  # what Triton specialises a launch on: equal keys, one compiled variant
-    def of(a):
+def variant(args, kwargs, plain=()):  # what Triton specialises a launch on: equal keys, one compiled variant
+    def of(i, a):
         if isinstance(a, torch.Tensor):
             return a.dtype, a.data_ptr() % 16 == 0
         if hasattr(a, "block_shape"):  # a TMA descriptor: its dtype and tile
             return a.base.dtype, tuple(a.block_shape)
-        if isinstance(a, int) and not isinstance(a, bool):
-            return a == 1, a % 16 == 0, -2 ** 31 <= a < 2 ** 31
+        if isinstance(a, int) and not isinstance(a, bool):  # its width; and unless it is `plain` (the kernel's
+            return (-2 ** 31 <= a < 2 ** 31,) + (() if i in plain else (a == 1, a % 16 == 0))  # do_not_specialize)
         return "float" if isinstance(a, float) else a
-    return tuple(map(of, args)), tuple(sorted(kwargs.items()))
+    return tuple(of(i, a) for i, a in enumerate(args)), tuple(sorted(kwargs.items()))
 
 
 class CompileOnly:
@@ -952,7 +952,8 @@ class CompileOnly:
 
     def __getitem__(self, grid):
         def launch(*args, **kwargs):
-            key = (self.kernel, variant(args, kwargs))
+            plain = {p.num for p in getattr(self.kernel, "params", ()) if p.do_not_specialize}
+            key = (self.kernel, variant(args, kwargs, plain))
             if key not in self.jobs:
                 self.jobs[key] = self.pool.submit(self.kernel[(0,)], *args, **kwargs)
         return launch

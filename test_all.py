@@ -707,6 +707,9 @@ def test_compile_kernels_ahead(tiny_unet, monkeypatch):
     assert {args[7] for args, _ in calls["dual_scope_kernel"]} == {48 + 130 % 16}  # the stand-in clip's frames
     # the decoder's batches of 32 frames and the last of 2 (130 = 4 x 32 + 2): stand-in decodes of 16 and 2 frames
     assert {2, 16} <= {args[12] for args, _ in calls["frame_pass_kernel"]}
+    # an int a kernel does not specialise on (triton.jit's do_not_specialize) splits no variant, but its width does
+    assert fast.variant((16, 3), {}, plain={0}) == fast.variant((17, 3), {}, plain={0}) != fast.variant((17, 3), {})
+    assert fast.variant((16,), {}, plain={0}) != fast.variant((2 ** 31,), {}, plain={0})
     monkeypatch.setattr(fast, "use_kernels", lambda x: False)  # where the kernels do not run: nothing at all
     calls.clear()
     fast.compile_kernels(unet, (4, 8, 8), 130, 8)
