@@ -359,21 +359,41 @@ if triton is not None:
         return mu + delta * k / (seen + k), m2 + part_m2 + delta * delta * seen * k / (seen + k)
 
     @triton.jit(do_not_specialize=["N"])  # N: only ever times C (C aligns the stores): one variant fewer
-    def channel_moments_kernel(x, mean, m2, N, C, HW, CHUNK, sx_n, sx_c, sx_hw, BLOCK: tl.constexpr):
-        # the float32 mean and M2 of BLOCK channels of frame n over the CHUNK pixels of its chunk s, a tile of BLOCK
-        # pixels at a time, each tile's around its own mean (no cancellation), combined as they come (Chan et al.);
-        # stored at (s, n, c) of mean and m2 (S, N, C)
+    def channel_moments_kernel(x, mean, m2, N, C, HW, CHUNK, sx_n, sx_c, sx_hw, BLOCK: tl.constexpr,
+                               LANES: tl.constexpr):
+        # the float32 mean and M2 of BLOCK channels of frame n over the pixels of its chunk s (CHUNK, the last the
+        # rest), a tile of BLOCK pixels at a time, stored at (s, n, c) of mean and m2 (S, N, C). Channels-first x:
+        # each tile reduced over its pixels (its contiguous side) around its own mean (no cancellation), the tiles
+        # combined as they come (Chan et al.). LANES (channels-last x, where a tile's pixels lie across warps): each of
+        # the tile's BLOCK pixel lanes keeps its own running mean and M2 (Welford), element by element, and the lanes
+        # are combined once at the end
         n, s = tl.program_id(0).to(tl.int64), tl.program_id(2)
         c = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        mu, m2_c = tl.zeros([BLOCK], tl.float32), tl.zeros([BLOCK], tl.float32)
-        for start in range(s * CHUNK, tl.minimum(HW, (s + 1) * CHUNK), BLOCK):
-            hw = start + tl.arange(0, BLOCK)[:, None]
-            inside = (hw < HW) & (c[None, :] < C)
-            v = tl.load(x + n * sx_n + c[None, :] * sx_c + hw * sx_hw, mask=inside, other=0.0).to(tl.float32)
-            k, seen = tl.minimum(HW - start, BLOCK) * 1.0, (start - s * CHUNK) * 1.0  # this tile's pixels, earlier's
-            tile_mu = tl.sum(v, 0) / k
-            d = tl.where(inside, v - tile_mu[None, :], 0.0)
-            mu, m2_c = add_moments(mu, m2_c, seen, tile_mu, tl.sum(d * d, 0), k)
+        lo, hi = s * CHUNK, tl.minimum(HW, (s + 1) * CHUNK)  # chunks are whole tiles: only the last tile is partial
+        lane = tl.arange(0, BLOCK)[:, None]
+        if LANES:
+            mu_l, m2_l = tl.zeros([BLOCK, BLOCK], tl.float32), tl.zeros([BLOCK, BLOCK], tl.float32)
+            for start in range(lo, hi, BLOCK):
+                hw = start + lane
+                inside = (hw < HW) & (c[None, :] < C)
+                v = tl.load(x + n * sx_n + c[None, :] * sx_c + hw * sx_hw, mask=inside, other=0.0).to(tl.float32)
+                delta = tl.where(inside, v - mu_l, 0.0)
+                mu_l += delta / ((start - lo) // BLOCK + 1)  # this lane's ((start - lo) // BLOCK + 1)-th pixel
+                m2_l += delta * (v - mu_l)
+            k = tl.where(lane < hi - lo, (hi - lo - 1 - lane) // BLOCK + 1, 0) * 1.0  # each lane's pixels
+            mu = tl.sum(mu_l * k, 0) / (hi - lo)
+            d = mu_l - mu[None, :]
+            m2_c = tl.sum(tl.where(k > 0, m2_l + k * d * d, 0.0), 0)
+        else:
+            mu, m2_c = tl.zeros([BLOCK], tl.float32), tl.zeros([BLOCK], tl.float32)
+            for start in range(lo, hi, BLOCK):
+                hw = start + lane
+                inside = (hw < HW) & (c[None, :] < C)
+                v = tl.load(x + n * sx_n + c[None, :] * sx_c + hw * sx_hw, mask=inside, other=0.0).to(tl.float32)
+                k, seen = tl.minimum(HW - start, BLOCK) * 1.0, (start - lo) * 1.0  # this tile's pixels, earlier's
+                tile_mu = tl.sum(v, 0) / k
+                d = tl.where(inside, v - tile_mu[None, :], 0.0)
+                mu, m2_c = add_moments(mu, m2_c, seen, tile_mu, tl.sum(d * d, 0), k)
         at = (s * N + n) * C + c
         tl.store(mean + at, mu, mask=c < C)
         tl.store(m2 + at, m2_c, mask=c < C)
@@ -581,7 +601,8 @@ def channel_moments(x):
     S = cdiv(hw, chunk)
     mean, m2 = torch.empty(S, N, C, dtype=f32, device=x.device), torch.empty(S, N, C, dtype=f32, device=x.device)
     channel_moments_kernel[(N, cdiv(C, MOMENTS_BLOCK), S)](xv, mean, m2, N, C, hw, chunk, *xv.stride(),
-                                                           BLOCK=MOMENTS_BLOCK, num_warps=MOMENTS_WARPS)
+                                                           BLOCK=MOMENTS_BLOCK, LANES=xv.stride(1) < xv.stride(2),
+                                                           num_warps=MOMENTS_WARPS)
     if S == 1:
         return mean[0], m2[0]
     out_mean, out_m2 = torch.empty(N, C, dtype=f32, device=x.device), torch.empty(N, C, dtype=f32, device=x.device)
