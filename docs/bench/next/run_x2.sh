@@ -10,8 +10,8 @@
 #       took 115-120 s for the first step, then 5.07-5.10 s a step, then 8.5 s to decode and 6-7 s more to write
 #       random noise)
 #   bash docs/bench/next/run_x2.sh e    # the same without --compile, the faster run, cold or warm (one rank alone
-#       in run 64: 139.2 s cold, 132.7 s warm; 3.96 s a step, 11.3 s for the first step with Triton's kernels, decode
-#       4.15 s, then 3.2 s to finish the mp4 segments and join them)
+#       in run 67: 134.7 s cold, 132.0 s warm; 3.95 s a step, 8.5 s for the first step with Triton's kernels, decode
+#       4.0 s, then 2.5 s to finish the mp4 segments and join them; run 68, a slower machine: 140.4 s cold)
 #   (.whl is git-ignored; if missing: python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12
 #    --implementation cp --platform manylinux2014_x86_64 -d .whl imageio-ffmpeg==0.6.0; the ranks' mp4 segments are
 #    joined with ffmpeg's setts filter, which 0.5.1's ffmpeg 4.2 lacks)
