@@ -358,6 +358,12 @@ if triton is not None:
         delta = part_mu - mu
         return mu + delta * k / (seen + k), m2 + part_m2 + delta * delta * seen * k / (seen + k)
 
+    @triton.jit
+    def load_tile(x, n, c, hw, C, HW, sx_n, sx_c, sx_hw):
+        # frame n's pixels hw (BLOCK, 1) x channels c (BLOCK,) in float32, 0 outside the frame; and where inside
+        inside = (hw < HW) & (c[None, :] < C)
+        return tl.load(x + n * sx_n + c[None, :] * sx_c + hw * sx_hw, mask=inside, other=0.0).to(tl.float32), inside
+
     @triton.jit(do_not_specialize=["N"])  # N: only ever times C (C aligns the stores): one variant fewer
     def channel_moments_kernel(x, mean, m2, N, C, HW, CHUNK, sx_n, sx_c, sx_hw, BLOCK: tl.constexpr,
                                LANES: tl.constexpr):
@@ -374,9 +380,7 @@ if triton is not None:
         if LANES:
             mu_l, m2_l = tl.zeros([BLOCK, BLOCK], tl.float32), tl.zeros([BLOCK, BLOCK], tl.float32)
             for start in range(lo, hi, BLOCK):
-                hw = start + lane
-                inside = (hw < HW) & (c[None, :] < C)
-                v = tl.load(x + n * sx_n + c[None, :] * sx_c + hw * sx_hw, mask=inside, other=0.0).to(tl.float32)
+                v, inside = load_tile(x, n, c, start + lane, C, HW, sx_n, sx_c, sx_hw)
                 delta = tl.where(inside, v - mu_l, 0.0)
                 mu_l += delta / ((start - lo) // BLOCK + 1)  # this lane's ((start - lo) // BLOCK + 1)-th pixel
                 m2_l += delta * (v - mu_l)
@@ -387,9 +391,7 @@ if triton is not None:
         else:
             mu, m2_c = tl.zeros([BLOCK], tl.float32), tl.zeros([BLOCK], tl.float32)
             for start in range(lo, hi, BLOCK):
-                hw = start + lane
-                inside = (hw < HW) & (c[None, :] < C)
-                v = tl.load(x + n * sx_n + c[None, :] * sx_c + hw * sx_hw, mask=inside, other=0.0).to(tl.float32)
+                v, inside = load_tile(x, n, c, start + lane, C, HW, sx_n, sx_c, sx_hw)
                 k, seen = tl.minimum(HW - start, BLOCK) * 1.0, (start - lo) * 1.0  # this tile's pixels, earlier's
                 tile_mu = tl.sum(v, 0) / k
                 d = tl.where(inside, v - tile_mu[None, :], 0.0)
@@ -970,11 +972,11 @@ class CompileOnly:
 
     def __init__(self, kernel, jobs, pool):
         self.kernel, self.jobs, self.pool = kernel, jobs, pool
+        self.plain = {p.num for p in getattr(kernel, "params", ()) if p.do_not_specialize}  # its do_not_specialize
 
     def __getitem__(self, grid):
         def launch(*args, **kwargs):
-            plain = {p.num for p in getattr(self.kernel, "params", ()) if p.do_not_specialize}
-            key = (self.kernel, variant(args, kwargs, plain))
+            key = (self.kernel, variant(args, kwargs, self.plain))
             if key not in self.jobs:
                 self.jobs[key] = self.pool.submit(self.kernel[(0,)], *args, **kwargs)
         return launch
@@ -1054,10 +1056,6 @@ def once(block, h, emb, context, b, layers=None):  # a model.Block's first `laye
     return model.Block.forward(block[:layers], h[:t], emb[:t], context[:t], 1)
 
 
-def conv_in_once(block, h, emb, context, b):  # its output stays one video (b = 1) to the end of init_attn
-    return once(block, h, emb, context, b)
-
-
 def init_attn_once(block, h, emb, context, b):  # on one video; its output (the first skip) copied to both
     return torch.cat([once(block, h, emb, context, b)] * b)
 
@@ -1073,7 +1071,8 @@ def resblock_once(block, h, emb, context, b):
 
 def pair_forms(unet):  # swap the pair forms into a model.UNet; returns the undo list
     undo = [swap(unet, "forward", functools.partial(pair_forward, unet.forward))]
-    for block, form in ((unet.input_blocks[0], conv_in_once), (unet.init_attn, init_attn_once),
+    # conv_in's output stays one video (b = 1) to the end of init_attn
+    for block, form in ((unet.input_blocks[0], once), (unet.init_attn, init_attn_once),
                         (unet.input_blocks[1], resblock_once)):
         undo.append(swap(block, "forward", functools.partial(on_pair, block, form, block.forward)))
     return undo
